@@ -1,0 +1,1 @@
+"""Data: chat templates, ECGInstruct loading and the dual-view collator."""
