@@ -1,0 +1,1 @@
+"""Model-specific knowledge: loading, per-architecture adapters and feature capture."""

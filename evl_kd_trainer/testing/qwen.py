@@ -1,0 +1,209 @@
+"""Tiny random Qwen-VL models (Qwen3-VL, Qwen2-VL) with working offline processors.
+
+Shapes mirror the real models where the pipeline depends on them (patch 16 / 14, spatial merge 2,
+M-RoPE sections, deepstack layers, ``out_hidden_size`` = text width) and are otherwise as small as
+possible, so a builder call takes milliseconds and a forward pass a few more.
+
+``**overrides`` are keyword arguments of the top-level config; ``text_config`` / ``vision_config``
+dicts are merged into the tiny defaults (e.g. ``build_tiny_qwen3_vl(text_config={"num_hidden_layers": 3})``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import (
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
+    Qwen2VLProcessor,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLProcessor,
+)
+
+from evl_kd_trainer.data.templates import QWEN_VL_CHAT_TEMPLATE
+from evl_kd_trainer.testing.tokenizers import build_tiny_qwen_tokenizer
+
+# One merged visual token covers (patch * merge)^2 pixels: 32x32 for Qwen3-VL, 28x28 for Qwen2-VL.
+# The pixel bounds below allow 4..16 visual tokens per image, enough to tell image sizes apart.
+QWEN3_VL_MIN_PIXELS = 32 * 32 * 4
+QWEN3_VL_MAX_PIXELS = 32 * 32 * 16
+QWEN2_VL_MIN_PIXELS = 28 * 28 * 4
+QWEN2_VL_MAX_PIXELS = 28 * 28 * 16
+
+
+class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
+    """``Qwen3VLProcessor`` without a video processor.
+
+    The stock class requires Qwen3-VL's video processor, which needs torchvision (not importable next
+    to the CPU torch wheel). Dropping ``video_processor`` from ``__init__`` removes it from the
+    processor's attributes, so images and text work and ``save_pretrained`` writes no video config.
+    ``AutoProcessor`` does not know this class: reload it with ``Qwen3VLImageOnlyProcessor.from_pretrained``
+    or :func:`evl_kd_trainer.models.loading.load_processor`. Like the stock class it returns
+    ``mm_token_type_ids``, which Qwen3-VL's rope index needs.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs: Any) -> None:
+        # ProcessorMixin pairs positional args with `get_attributes()` (image_processor, tokenizer) by zip,
+        # so the parent's `video_processor` positional (None here) is dropped.
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
+    """``Qwen2VLProcessor`` without a video processor (Qwen2-VL's also needs torchvision); see
+    :class:`Qwen3VLImageOnlyProcessor`. Also serves Qwen2.5-VL, whose processing of images is the same."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs: Any) -> None:
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if key in ("text_config", "vision_config") and isinstance(value, dict):
+            merged[key] = {**defaults.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _qwen_token_ids(tokenizer: Any) -> dict[str, int]:
+    ids = tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+    }
+
+
+def _image_processor(patch_size: int, min_pixels: int, max_pixels: int) -> Qwen2VLImageProcessorPil:
+    return Qwen2VLImageProcessorPil(
+        patch_size=patch_size,
+        merge_size=2,
+        temporal_patch_size=2,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+
+
+def tiny_qwen3_vl_config(vocab_size: int, token_ids: dict[str, int], **overrides: Any) -> Qwen3VLConfig:
+    """The tiny ``Qwen3VLConfig``: text 64 wide, 2 layers, 4 heads of 16 (M-RoPE sections sum to 8);
+    vision depth 2, width 32, patch 16, merge 2, deepstack at vision layer 0."""
+    defaults: dict[str, Any] = {
+        "text_config": {
+            "vocab_size": vocab_size,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "max_position_embeddings": 1024,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            "pad_token_id": token_ids.pop("pad_token_id", None),
+        },
+        "vision_config": {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 64,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        },
+        **token_ids,
+    }
+    merged = _merge(defaults, overrides)
+    # Keep the merger's output width equal to the LM width when only the text width was overridden.
+    if "out_hidden_size" not in overrides.get("vision_config", {}):
+        merged["vision_config"]["out_hidden_size"] = merged["text_config"]["hidden_size"]
+    return Qwen3VLConfig(**merged)
+
+
+def build_tiny_qwen3_vl(
+    seed: int = 0,
+    *,
+    min_pixels: int = QWEN3_VL_MIN_PIXELS,
+    max_pixels: int = QWEN3_VL_MAX_PIXELS,
+    **overrides: Any,
+) -> tuple[Qwen3VLForConditionalGeneration, Qwen3VLImageOnlyProcessor]:
+    """A tiny random ``Qwen3VLForConditionalGeneration`` and its image-only processor (deterministic in ``seed``).
+
+    The processor's chat template is :data:`QWEN_VL_CHAT_TEMPLATE`; its outputs include
+    ``mm_token_type_ids``. Visual tokens per image: ``prod(image_grid_thw) // 4``, 4..16 by default.
+    """
+    tokenizer = build_tiny_qwen_tokenizer()
+    token_ids = {**_qwen_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+    config = tiny_qwen3_vl_config(len(tokenizer), token_ids, **overrides)
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    processor = Qwen3VLImageOnlyProcessor(
+        image_processor=_image_processor(16, min_pixels, max_pixels),
+        tokenizer=tokenizer,
+        chat_template=QWEN_VL_CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def tiny_qwen2_vl_config(vocab_size: int, token_ids: dict[str, int], **overrides: Any) -> Qwen2VLConfig:
+    """The tiny ``Qwen2VLConfig``: text 64 wide, 2 layers, 4 heads of 16; vision depth 2, width 32, patch 14."""
+    pad_token_id = token_ids.pop("pad_token_id", None)
+    defaults: dict[str, Any] = {
+        "text_config": {
+            "vocab_size": vocab_size,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            "pad_token_id": pad_token_id,
+            "bos_token_id": None,
+            "eos_token_id": None,
+        },
+        "vision_config": {
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": 64,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        **token_ids,
+    }
+    merged = _merge(defaults, overrides)
+    if "hidden_size" not in overrides.get("vision_config", {}):
+        merged["vision_config"]["hidden_size"] = merged["text_config"]["hidden_size"]
+    return Qwen2VLConfig(**merged)
+
+
+def build_tiny_qwen2_vl(
+    seed: int = 0,
+    *,
+    min_pixels: int = QWEN2_VL_MIN_PIXELS,
+    max_pixels: int = QWEN2_VL_MAX_PIXELS,
+    **overrides: Any,
+) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLImageOnlyProcessor]:
+    """A tiny random ``Qwen2VLForConditionalGeneration`` and its image-only processor (patch 14, merge 2)."""
+    tokenizer = build_tiny_qwen_tokenizer()
+    token_ids = {**_qwen_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+    config = tiny_qwen2_vl_config(len(tokenizer), token_ids, **overrides)
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    processor = Qwen2VLImageOnlyProcessor(
+        image_processor=_image_processor(14, min_pixels, max_pixels),
+        tokenizer=tokenizer,
+        chat_template=QWEN_VL_CHAT_TEMPLATE,
+    )
+    return model, processor
