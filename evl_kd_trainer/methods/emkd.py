@@ -1,0 +1,81 @@
+"""EM-KD baseline method (Feng et al., AAAI 2026): vision-token matching + VSD + VLAD."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from evl_kd_trainer.losses.alignment import align_response_spans
+from evl_kd_trainer.losses.emkd import CROSS_VOCAB_MODES, match_vision_tokens, vlad_loss, vsd_loss
+from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, ModelDims, register_method
+
+
+@register_method("emkd")
+class EMKDMethod(DistillationMethod):
+    """EM-KD; equations and the cross-vocabulary adaptation in :mod:`evl_kd_trainer.losses.emkd`.
+
+    Per sample: the vision tokens (``features.*_visual`` under ``*_visual_mask``) are decoded by each
+    model's LM head into vision logits (EM-KD decodes the LM's last-layer states at the image
+    positions: exact when the trainer captures those, an approximation when it passes the projector
+    outputs), matched by the Hungarian algorithm, then
+
+    * ``vsd_loss``: reverse KL between matched vision logits (mean over pairs, then samples);
+    * ``vlad_loss``: SmoothL1 between the cosine affinities of the answer hidden states with the
+      matched vision tokens; the two answers are aligned by index and truncated to the shorter
+      (ULD's scheme), since their tokenisations differ.
+
+    ``kd_loss = w_vsd * VSD + w_vlad * VLAD`` and the total is ``CE + kd_loss``: EM-KD adds weighted
+    distillation terms to the supervised loss rather than mixing convexly.
+
+    Config fields: ``emkd_cross_vocab`` ("sorted_probs" | "none"), ``emkd_topk`` (50),
+    ``emkd_temperature`` (1.0), ``emkd_vsd_weight`` (1.0), ``emkd_vlad_weight`` (1.0).
+    """
+
+    name: ClassVar[str] = "emkd"
+    needs_visual: ClassVar[bool] = True
+
+    def __init__(self, args: Any, student_dims: ModelDims, teacher_dims: ModelDims) -> None:
+        super().__init__(args, student_dims, teacher_dims)
+        self.cross_vocab = str(getattr(args, "emkd_cross_vocab", "sorted_probs"))
+        if self.cross_vocab not in CROSS_VOCAB_MODES:
+            raise ValueError(f"emkd_cross_vocab must be one of {CROSS_VOCAB_MODES}, got {self.cross_vocab!r}")
+        if self.cross_vocab == "none" and student_dims.vocab_size != teacher_dims.vocab_size:
+            raise ValueError("emkd_cross_vocab='none' needs equal vocabularies; use 'sorted_probs'")
+        self.top_k = int(getattr(args, "emkd_topk", 50))
+        self.temperature = float(getattr(args, "emkd_temperature", 1.0))
+        self.vsd_weight = float(getattr(args, "emkd_vsd_weight", 1.0))
+        self.vlad_weight = float(getattr(args, "emkd_vlad_weight", 1.0))
+
+    def forward(self, features: DistillFeatures) -> dict[str, torch.Tensor]:
+        f = features
+        for field in ("student_visual", "student_visual_mask", "teacher_visual", "teacher_visual_mask"):
+            if getattr(f, field) is None:
+                raise ValueError(f"EM-KD needs features.{field}")
+        if f.student_lm_head is None or f.teacher_lm_head is None:
+            raise ValueError("EM-KD needs both LM heads")
+        s_text, t_text, text_mask = align_response_spans(
+            f.student_hidden, f.student_response_mask, f.teacher_hidden.detach(), f.teacher_response_mask
+        )
+        vsd_terms, vlad_terms = [], []
+        for b in range(f.student_visual.shape[0]):
+            s_vis = f.student_visual[b][f.student_visual_mask[b].bool()]
+            t_vis = f.teacher_visual[b][f.teacher_visual_mask[b].bool()].detach()
+            if s_vis.shape[0] == 0 or t_vis.shape[0] == 0:
+                continue  # a sample without images has nothing to match
+            s_logits = f.student_lm_head(s_vis.to(f.student_lm_head.weight.dtype))
+            with torch.no_grad():
+                t_logits = f.teacher_lm_head(t_vis.to(f.teacher_lm_head.weight.dtype))
+            t_idx, s_idx = match_vision_tokens(s_logits.detach(), t_logits, self.cross_vocab, self.top_k)
+            vsd_terms.append(vsd_loss(s_logits[s_idx], t_logits[t_idx], self.cross_vocab, self.top_k, self.temperature))
+            rows = text_mask[b]
+            if bool(rows.any()):
+                vlad_terms.append(vlad_loss(s_text[b][rows], s_vis[s_idx], t_text[b][rows], t_vis[t_idx]))
+        zero = f.student_hidden.float().sum() * 0.0
+        vsd = torch.stack(vsd_terms).mean() if vsd_terms else zero
+        vlad = torch.stack(vlad_terms).mean() if vlad_terms else zero
+        return {"vsd_loss": vsd, "vlad_loss": vlad, "kd_loss": self.vsd_weight * vsd + self.vlad_weight * vlad}
+
+    def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """EM-KD's objective: ``CE + w_vsd * VSD + w_vlad * VLAD`` (weights already in ``kd_loss``)."""
+        return ce_loss + terms["kd_loss"]

@@ -1,0 +1,48 @@
+"""ULD baseline method (Boizard et al., TMLR 2025): ``CE + lambda * ULD`` on index-aligned answer positions."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from evl_kd_trainer.losses.alignment import align_response_spans
+from evl_kd_trainer.losses.uld import uld_loss
+from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, next_token_response_mask, register_method
+
+
+@register_method("uld")
+class ULDMethod(DistillationMethod):
+    """Universal Logit Distillation.
+
+    Positions: logits at ``i`` predict token ``i + 1``, so the answer's next-token distributions are
+    ``logits[:, :-1]`` under ``response_mask[:, 1:]`` (ULD's reference code takes the logits *at* the
+    answer tokens, one position late; we use the positions that predict them). The two spans are
+    aligned by index and truncated to the shorter (see :mod:`evl_kd_trainer.losses.alignment`).
+
+    Config fields: ``uld_lambda`` (1.5, the reference config's ``distil_factor``).
+    """
+
+    name: ClassVar[str] = "uld"
+    needs_student_logits: ClassVar[bool] = True
+    needs_teacher_logits: ClassVar[bool] = True
+
+    def __init__(self, args: Any, student_dims, teacher_dims) -> None:
+        super().__init__(args, student_dims, teacher_dims)
+        self.uld_lambda = float(getattr(args, "uld_lambda", 1.5))
+
+    def forward(self, features: DistillFeatures) -> dict[str, torch.Tensor]:
+        if features.student_logits is None or features.teacher_logits is None:
+            raise ValueError("ULD needs student and teacher logits")
+        s, t, mask = align_response_spans(
+            features.student_logits[:, :-1],
+            next_token_response_mask(features.student_response_mask),
+            features.teacher_logits[:, :-1].detach(),
+            next_token_response_mask(features.teacher_response_mask),
+        )
+        loss = uld_loss(s, t, mask)
+        return {"uld_loss": loss, "kd_loss": loss}
+
+    def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """ULD's objective: ``CE + lambda * ULD`` (not the convex mix of the base class)."""
+        return ce_loss + self.uld_lambda * terms["kd_loss"]
