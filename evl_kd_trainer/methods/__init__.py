@@ -1,4 +1,8 @@
-"""Distillation methods, one module (or folder) per method, registered by name for ``kd_method``."""
+"""Distillation methods, one module per method, registered by name for ``kd_method``."""
+
+from __future__ import annotations
+
+import importlib
 
 from evl_kd_trainer.methods.base import (
     METHOD_REGISTRY,
@@ -10,12 +14,29 @@ from evl_kd_trainer.methods.base import (
     register_method,
 )
 
+# Built-in methods, imported on demand so that `import evl_kd_trainer.methods` stays light.
+BUILTIN_METHOD_MODULES = ("evl", "sft", "uld", "multilevel_ot", "dskd", "emkd")
+
+
+def load_builtin_methods() -> None:
+    """Import every built-in method module so that each registers itself."""
+    for name in BUILTIN_METHOD_MODULES:
+        module = f"evl_kd_trainer.methods.{name}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:  # a method whose module is absent is simply not offered
+            if err.name != module:
+                raise
+
+
 __all__ = [
+    "BUILTIN_METHOD_MODULES",
     "METHOD_REGISTRY",
     "DistillFeatures",
     "DistillationMethod",
     "ModelDims",
     "get_method",
+    "load_builtin_methods",
     "next_token_response_mask",
     "register_method",
 ]

@@ -1,0 +1,1 @@
+"""The code behind `examples/*.py` and the `evl-kd sft|distill|evaluate` console commands."""

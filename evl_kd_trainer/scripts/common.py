@@ -1,0 +1,61 @@
+"""Pieces the example scripts share: path checks before loading, dataset loading, PEFT config."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from evl_kd_trainer.scripts.args import DataArguments
+
+# "org/name" (a Hub id) as opposed to a local path
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_model_path(value: str | None, key: str) -> None:
+    """A local path must exist; a Hub id is left to `from_pretrained` (it may be cached)."""
+    if value is None:
+        raise ValueError(f"`{key}` is required (in the recipe or on the command line).")
+    if os.path.exists(value) or (_HUB_ID.match(value) and not value.startswith((".", "/"))):
+        return
+    raise FileNotFoundError(f"`{key}`: no such model folder: {value}")
+
+
+def check_data_paths(data_args: DataArguments) -> None:
+    if data_args.dataset_path is None:
+        raise ValueError("`dataset_path` is required (in the recipe or on the command line).")
+    for key in ("dataset_path", "eval_dataset_path", "image_root"):
+        value = getattr(data_args, key)
+        if value is not None and not os.path.exists(value):
+            raise FileNotFoundError(f"`{key}`: no such file or folder: {value}")
+
+
+def load_datasets(data_args: DataArguments) -> tuple[Any, Any]:
+    from evl_kd_trainer.data.ecginstruct import load_ecginstruct
+
+    def _load(path: str) -> Any:
+        return load_ecginstruct(
+            path, image_root=data_args.image_root, streaming=data_args.streaming, skip_invalid=data_args.skip_invalid
+        )
+
+    train = _load(data_args.dataset_path)
+    if data_args.max_train_samples is not None:
+        train = (
+            train.take(data_args.max_train_samples)
+            if data_args.streaming
+            else train.select(range(min(data_args.max_train_samples, len(train))))
+        )
+    evaluation = _load(data_args.eval_dataset_path) if data_args.eval_dataset_path else None
+    return train, evaluation
+
+
+def model_init_kwargs(model_args: Any) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments from TRL's `ModelConfig`."""
+    kwargs: dict[str, Any] = {}
+    if getattr(model_args, "dtype", None) not in (None, "auto"):
+        kwargs["dtype"] = model_args.dtype
+    if getattr(model_args, "model_revision", None) not in (None, "main"):
+        kwargs["revision"] = model_args.model_revision
+    if getattr(model_args, "attn_implementation", None):
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    return kwargs

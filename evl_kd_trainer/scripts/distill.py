@@ -1,0 +1,53 @@
+"""Stage 2: distil a teacher VLM into a student with EVL-ECG (or a baseline method), from a recipe.
+
+    accelerate launch examples/distill.py --recipe recipes/pulse_to_qwen.yaml
+
+Any field of `EVLDistillConfig`, TRL's `ModelConfig` (the student) or `DataArguments` can be set in the
+recipe and overridden on the command line (`--learning_rate 1e-4`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from trl import ModelConfig, get_peft_config
+
+from evl_kd_trainer.scripts.args import DataArguments
+from evl_kd_trainer.scripts.common import check_data_paths, check_model_path, load_datasets, model_init_kwargs
+from evl_kd_trainer.scripts.recipe import parse_recipe_args
+from evl_kd_trainer.trainer.config import EVLDistillConfig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    model_args, data_args, training_args = parse_recipe_args(
+        (ModelConfig, DataArguments, EVLDistillConfig), argv, description=__doc__
+    )
+    # Everything a user wrote is checked before any model loads.
+    check_model_path(model_args.model_name_or_path, "model_name_or_path")
+    from evl_kd_trainer.methods import get_method
+
+    if get_method(training_args.kd_method).needs_teacher:
+        check_model_path(training_args.teacher_model_name_or_path, "teacher_model_name_or_path")
+    check_data_paths(data_args)
+
+    from evl_kd_trainer.trainer.trainer import EVLDistillTrainer
+
+    train_dataset, eval_dataset = load_datasets(data_args)
+    training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
+    trainer = EVLDistillTrainer(
+        model=model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=data_args.dataset_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Stage 1: supervised fine-tuning of a VLM on ECGInstruct-style data, from a recipe.
+
+    accelerate launch examples/sft.py --recipe recipes/sft_qwen3vl_2b.yaml
+
+Plain TRL `SFTTrainer` with our data pipeline (the student view of `DualViewCollator`: labels on the
+assistant answers only). `projector_learning_rate` gives the model's own vision-language projector
+(Qwen-VL's merger, LLaVA's multi_modal_projector) its own learning rate, as in the paper's Table 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
+
+from evl_kd_trainer.scripts.args import DataArguments
+from evl_kd_trainer.scripts.common import check_data_paths, check_model_path, load_datasets, model_init_kwargs
+from evl_kd_trainer.scripts.recipe import parse_recipe_args
+
+# Parameter-name fragments of the vision-language projectors of the supported models.
+PROJECTOR_NAME_PATTERNS = ("visual.merger", "multi_modal_projector")
+
+
+@dataclass
+class VLMSFTConfig(SFTConfig):
+    """`SFTConfig` plus a learning rate for the model's own vision-language projector.
+
+    Parameters:
+        projector_learning_rate (`float`, *optional*):
+            Learning rate of the projector parameters (names containing `visual.merger` or
+            `multi_modal_projector`); `None` trains them at `learning_rate`.
+    """
+
+    projector_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the vision-language projector (None: learning_rate)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.projector_learning_rate is not None and self.projector_learning_rate <= 0:
+            raise ValueError(f"`projector_learning_rate` must be > 0, got {self.projector_learning_rate}.")
+
+
+class VLMSFTTrainer(SFTTrainer):
+    """`SFTTrainer` whose optimizer gives the projector its own learning rate."""
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        projector_lr = getattr(self.args, "projector_learning_rate", None)
+        if projector_lr is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        for name, param in opt_model.named_parameters():
+            if param.requires_grad:
+                is_projector = any(pattern in name for pattern in PROJECTOR_NAME_PATTERNS)
+                groups.setdefault((is_projector, name in decay), []).append(param)
+        param_groups: list[dict[str, Any]] = []
+        for (is_projector, is_decay), params in sorted(groups.items()):
+            group: dict[str, Any] = {"params": params, "weight_decay": self.args.weight_decay if is_decay else 0.0}
+            if is_projector:
+                group["lr"] = projector_lr
+            param_groups.append(group)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    model_args, data_args, training_args = parse_recipe_args(
+        (ModelConfig, DataArguments, VLMSFTConfig), argv, description=__doc__
+    )
+    check_model_path(model_args.model_name_or_path, "model_name_or_path")
+    check_data_paths(data_args)
+
+    from evl_kd_trainer.data.collator import DualViewCollator
+    from evl_kd_trainer.models.loading import load_model, load_processor
+
+    train_dataset, eval_dataset = load_datasets(data_args)
+    model = load_model(model_args.model_name_or_path, **model_init_kwargs(model_args))
+    processor = load_processor(model_args.model_name_or_path)
+    training_args.remove_unused_columns = False  # the collator reads the raw messages/images
+    trainer = VLMSFTTrainer(
+        model=model,
+        args=training_args,
+        data_collator=DualViewCollator(processor, max_length=training_args.max_length),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=data_args.dataset_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

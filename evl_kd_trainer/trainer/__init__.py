@@ -1,0 +1,6 @@
+"""The distillation trainer and its config."""
+
+from evl_kd_trainer.trainer.config import EVLDistillConfig
+from evl_kd_trainer.trainer.trainer import ALIGNER_WEIGHTS_NAME, EVLDistillTrainer
+
+__all__ = ["ALIGNER_WEIGHTS_NAME", "EVLDistillConfig", "EVLDistillTrainer"]

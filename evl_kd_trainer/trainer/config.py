@@ -1,0 +1,196 @@
+"""`EVLDistillConfig`: `trl.SFTConfig` plus the knobs of EVL-ECG distillation (paper section 2.4, Table 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import SFTConfig
+
+KD_TOKEN_SCOPES = ("all", "response")
+MHCA_REDUCTIONS = ("mean", "sum")
+NONFINITE_ACTIONS = ("error", "skip")
+
+
+@dataclass
+class EVLDistillConfig(SFTConfig):
+    r"""
+    Configuration of [`EVLDistillTrainer`]: everything of [`~trl.SFTConfig`] plus the distillation settings.
+
+    The training objective (paper section 2.4) is
+
+        L = (1 - alpha) * L_CE + alpha * (lambda_mhca * L_mhca + lambda_rel * L_rel + lambda_ot * L_ot)
+
+    and the defaults are the paper's best values (Table 4: alpha 0.3, lambda_m 1.0, lambda_r 0.03,
+    lambda_ot 0.1, h 8) with the Sinkhorn regularisation fixed at 0.1 (Appendix C.1).
+
+    Parameters:
+        > Parameters that control the teacher
+
+        teacher_model_name_or_path (`str`, *optional*):
+            Path or Hub id of the teacher, used when the trainer gets no `teacher_model`. LLaVA-NeXT checkpoints in
+            the original LLaVA format (PULSE-7B) must first go through `evl-kd convert-llava`.
+        teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
+            Keyword arguments for loading the teacher from a path (e.g. `{"dtype": "bfloat16"}`).
+
+        > Parameters that control the distillation objective
+
+        kd_method (`str`, *optional*, defaults to `"evl"`):
+            Distillation method, by registered name: `"evl"` (EVL-ECG) or a baseline of the paper's Table 1
+            (`"sft"`, `"uld"`, `"multilevel_ot"`, `"dskd"`, `"emkd"`) when installed.
+        alpha (`float`, *optional*, defaults to `0.3`):
+            Weight of the distillation terms against the cross-entropy, in [0, 1]. `0` reproduces SFT exactly.
+        lambda_mhca (`float`, *optional*, defaults to `1.0`):
+            Weight of the multi-head cross-attention alignment loss (paper 2.2). `0` skips the term.
+        lambda_rel (`float`, *optional*, defaults to `0.03`):
+            Weight of the relational distance/angle loss (paper 2.3, equation 1). `0` skips the term.
+        lambda_ot (`float`, *optional*, defaults to `0.1`):
+            Weight of the Sinkhorn optimal-transport loss on visual tokens (paper 2.1). `0` skips the term.
+        mhca_num_heads (`int`, *optional*, defaults to `8`):
+            Number of heads `h` of the cross-attention aligner; must divide the student's hidden size.
+        sinkhorn_epsilon (`float`, *optional*, defaults to `0.1`):
+            Entropic regularisation `eps` of the Sinkhorn plan (paper 2.1; fixed to 0.1 in Appendix C.1).
+        mhca_reduction (`str`, *optional*, defaults to `"mean"`):
+            `"mean"`: MSE over positions and features; `"sum"`: squared norm summed over features, averaged over
+            positions (section 2.2 as printed). `"mean"` is the scale at which the paper's lambda ranges make sense.
+        student_hidden_layer (`int`, *optional*, defaults to `-1`):
+            Student layer whose hidden states feed L_mhca and L_rel: `-1` is the final-norm output, `k >= 0` the
+            output of decoder layer `k`.
+        teacher_hidden_layer (`int`, *optional*, defaults to `-1`):
+            Same for the teacher.
+        kd_token_scope (`str`, *optional*, defaults to `"all"`):
+            Token positions L_mhca and L_rel use: `"all"` (every non-padding token of each view) or `"response"`
+            (only the assistant answer tokens of each view).
+        aligner_learning_rate (`float`, *optional*, defaults to `5e-4`):
+            Learning rate of the aligner modules (cross-attention aligner and projectors), trained in their own
+            parameter group ("projector LR" of the paper's Tables 2-3).
+        nonfinite_kd_action (`str`, *optional*, defaults to `"error"`):
+            What to do when a distillation term is NaN or infinite: `"error"` raises naming the step and the term;
+            `"skip"` skips the step's update and counts it (`skipped_nonfinite_steps` in the logs).
+        teacher_chat_template (`str`, *optional*):
+            Name (`"llava_v1"`, `"qwen_vl"`) or Jinja text of the teacher's conversation template, when its
+            processor carries none.
+
+        > Parameters of the baseline methods (used only by the method that reads them)
+
+        uld_lambda (`float`, *optional*, defaults to `1.5`):
+            ULD: weight of the universal logit distillation term, `CE + lambda * L_uld`.
+        mlot_lambda (`float`, *optional*, defaults to `1.0`):
+            MultiLevelOT: weight of `token + 0.1 * sequence` added to CE.
+        mlot_topk (`int`, *optional*, defaults to `50`):
+            MultiLevelOT: number of sorted top probabilities compared.
+        mlot_sinkhorn_reg (`float`, *optional*, defaults to `0.1`):
+            MultiLevelOT: Sinkhorn regularisation of the sequence-level term.
+        mlot_sinkhorn_iters (`int`, *optional*, defaults to `20`):
+            MultiLevelOT: Sinkhorn iterations of the sequence-level term.
+        dskd_temperature (`float`, *optional*, defaults to `2.0`):
+            DSKD: distillation temperature.
+        dskd_projector_lr (`float`, *optional*, defaults to `1e-3`):
+            DSKD: learning rate of its projectors (used instead of `aligner_learning_rate` for that method).
+        emkd_cross_vocab (`str`, *optional*, defaults to `"sorted_probs"`):
+            EM-KD: how vision logits of different vocabularies are compared (`"sorted_probs"`, or `"same_vocab"`
+            when teacher and student share a vocabulary).
+        emkd_topk (`int`, *optional*, defaults to `64`):
+            EM-KD: sorted probabilities kept per vision token for the cross-vocabulary comparison.
+        emkd_vsd_weight (`float`, *optional*, defaults to `1.0`):
+            EM-KD: weight of the vision-semantic distillation (reverse KL) term.
+        emkd_vlad_weight (`float`, *optional*, defaults to `1.0`):
+            EM-KD: weight of the vision-language affinity distillation (SmoothL1) term.
+    """
+
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Path or Hub id of the teacher, used when the trainer gets no `teacher_model`."},
+    )
+    teacher_model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": 'Keyword arguments for loading the teacher from a path (e.g. `{"dtype": "bfloat16"}`).'},
+    )
+    kd_method: str = field(
+        default="evl",
+        metadata={"help": "Distillation method by registered name: evl, sft, uld, multilevel_ot, dskd, emkd."},
+    )
+    alpha: float = field(
+        default=0.3, metadata={"help": "Weight of the distillation terms against CE, in [0, 1] (paper 2.4)."}
+    )
+    lambda_mhca: float = field(default=1.0, metadata={"help": "Weight of L_mhca (paper 2.2); 0 skips it."})
+    lambda_rel: float = field(default=0.03, metadata={"help": "Weight of L_rel (paper 2.3, eq. 1); 0 skips it."})
+    lambda_ot: float = field(default=0.1, metadata={"help": "Weight of L_ot (paper 2.1); 0 skips it."})
+    mhca_num_heads: int = field(default=8, metadata={"help": "Heads h of the cross-attention aligner."})
+    sinkhorn_epsilon: float = field(
+        default=0.1, metadata={"help": "Entropic regularisation eps of the Sinkhorn plan (paper 2.1)."}
+    )
+    mhca_reduction: str = field(
+        default="mean",
+        metadata={"help": "L_mhca reduction: 'mean' (MSE) or 'sum' (sum over features, section 2.2 as printed)."},
+    )
+    student_hidden_layer: int = field(
+        default=-1, metadata={"help": "Student layer for L_mhca/L_rel: -1 final norm, k >= 0 decoder layer k."}
+    )
+    teacher_hidden_layer: int = field(
+        default=-1, metadata={"help": "Teacher layer for L_mhca/L_rel: -1 final norm, k >= 0 decoder layer k."}
+    )
+    kd_token_scope: str = field(
+        default="all", metadata={"help": "Positions used by L_mhca/L_rel: 'all' tokens or 'response' tokens only."}
+    )
+    aligner_learning_rate: float = field(
+        default=5e-4, metadata={"help": "Learning rate of the aligner/projector parameter group."}
+    )
+    nonfinite_kd_action: str = field(
+        default="error",
+        metadata={"help": "On a NaN/inf distillation term: 'error' (raise, naming step and term) or 'skip' the step."},
+    )
+    teacher_chat_template: str | None = field(
+        default=None,
+        metadata={"help": "Teacher conversation template name ('llava_v1', 'qwen_vl') or Jinja text."},
+    )
+    uld_lambda: float = field(default=1.5, metadata={"help": "ULD: weight of L_uld in CE + lambda * L_uld."})
+    mlot_lambda: float = field(default=1.0, metadata={"help": "MultiLevelOT: weight of token + 0.1 * sequence."})
+    mlot_topk: int = field(default=50, metadata={"help": "MultiLevelOT: sorted top-k probabilities compared."})
+    mlot_sinkhorn_reg: float = field(default=0.1, metadata={"help": "MultiLevelOT: Sinkhorn regularisation."})
+    mlot_sinkhorn_iters: int = field(default=20, metadata={"help": "MultiLevelOT: Sinkhorn iterations."})
+    dskd_temperature: float = field(default=2.0, metadata={"help": "DSKD: distillation temperature."})
+    dskd_projector_lr: float = field(default=1e-3, metadata={"help": "DSKD: learning rate of its projectors."})
+    emkd_cross_vocab: str = field(
+        default="sorted_probs",
+        metadata={"help": "EM-KD: cross-vocabulary comparison of vision logits: 'sorted_probs' or 'same_vocab'."},
+    )
+    emkd_topk: int = field(default=64, metadata={"help": "EM-KD: sorted probabilities kept per vision token."})
+    emkd_vsd_weight: float = field(default=1.0, metadata={"help": "EM-KD: weight of the VSD (reverse KL) term."})
+    emkd_vlad_weight: float = field(default=1.0, metadata={"help": "EM-KD: weight of the VLAD (SmoothL1) term."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"`alpha` must be in [0, 1], got {self.alpha}.")
+        for name in ("lambda_mhca", "lambda_rel", "lambda_ot", "uld_lambda", "mlot_lambda"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {value}.")
+        for name in ("sinkhorn_epsilon", "aligner_learning_rate", "mlot_sinkhorn_reg", "dskd_temperature"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"`{name}` must be > 0, got {value}.")
+        if self.dskd_projector_lr <= 0:
+            raise ValueError(f"`dskd_projector_lr` must be > 0, got {self.dskd_projector_lr}.")
+        for name in ("mhca_num_heads", "mlot_topk", "mlot_sinkhorn_iters", "emkd_topk"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {value}.")
+        choices = {
+            "mhca_reduction": MHCA_REDUCTIONS,
+            "kd_token_scope": KD_TOKEN_SCOPES,
+            "nonfinite_kd_action": NONFINITE_ACTIONS,
+            "emkd_cross_vocab": ("sorted_probs", "same_vocab"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
+        # Resolve the method name now, so a typo in a recipe fails before any model loads.
+        from evl_kd_trainer.methods import get_method, load_builtin_methods
+
+        load_builtin_methods()
+        get_method(self.kd_method)

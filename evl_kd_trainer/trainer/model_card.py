@@ -1,0 +1,135 @@
+"""Model card of a distilled student: what a reader needs to reproduce or trust it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from evl_kd_trainer import __version__
+
+METHOD_TITLES = {
+    "evl": "EVL-ECG (multi-head cross-attention alignment, relational matching, Sinkhorn OT on visual tokens)",
+    "sft": "supervised fine-tuning (no teacher)",
+    "uld": "Universal Logit Distillation (Boizard et al., 2025)",
+    "multilevel_ot": "Multi-Level Optimal Transport (Cui et al., 2024)",
+    "dskd": "Dual-Space KD with cross-model attention (Zhang et al., 2024)",
+    "emkd": "EM-KD (Feng et al., 2025)",
+}
+
+METHOD_WEIGHTS = {
+    "evl": ("alpha", "lambda_mhca", "lambda_rel", "lambda_ot", "mhca_num_heads", "sinkhorn_epsilon", "kd_token_scope"),
+    "sft": (),
+    "uld": ("uld_lambda",),
+    "multilevel_ot": ("mlot_lambda", "mlot_topk", "mlot_sinkhorn_reg", "mlot_sinkhorn_iters"),
+    "dskd": ("alpha", "dskd_temperature", "dskd_projector_lr"),
+    "emkd": ("alpha", "emkd_cross_vocab", "emkd_topk", "emkd_vsd_weight", "emkd_vlad_weight"),
+}
+
+
+def _model_id(model: Any) -> str | None:
+    name = getattr(getattr(model, "config", None), "_name_or_path", None) or None
+    return name
+
+
+def _hub_id(name: str | None) -> str | None:
+    """A Hub id (not a local folder) or None: local paths are meaningless to a reader of the card."""
+    if not name or os.path.isdir(name) or os.path.isabs(name):
+        return None
+    return name
+
+
+def _latest_eval_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    for entry in reversed(log_history):
+        metrics = {k: v for k, v in entry.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+        if metrics:
+            return metrics
+    return {}
+
+
+def _dataset_names(trainer: Any, dataset_name: str | None) -> list[str]:
+    names = [dataset_name] if dataset_name else []
+    info = getattr(getattr(trainer, "train_dataset", None), "info", None)
+    for attr in ("dataset_name", "builder_name"):
+        value = getattr(info, attr, None)
+        if value and value not in names and value not in {"json", "generator", "parquet"}:
+            names.append(value)
+    return names
+
+
+def build_model_card(trainer: Any, model_name: str, dataset_name: str | None = None, tags: Any = None) -> ModelCard:
+    """Build the card of ``trainer``'s student: base student, teacher (name and revision), method and its
+    weights, datasets, evaluation metrics when present, tags."""
+    from evl_kd_trainer.trainer.trainer import unwrap_hf_model
+
+    args = trainer.args
+    method = args.kd_method
+    student = unwrap_hf_model(trainer.model)
+    base_student = _model_id(student)
+    teacher = unwrap_hf_model(trainer.teacher_model) if trainer.teacher_model is not None else None
+    teacher_name = _model_id(teacher) if teacher is not None else args.teacher_model_name_or_path
+    teacher_kwargs = args.teacher_model_init_kwargs if isinstance(args.teacher_model_init_kwargs, dict) else {}
+    teacher_revision = teacher_kwargs.get("revision") or getattr(getattr(teacher, "config", None), "_commit_hash", None)
+
+    tag_set = set(trainer._tag_names)
+    if isinstance(tags, str):
+        tag_set.add(tags)
+    elif tags:
+        tag_set.update(tags)
+    if method != "evl":
+        tag_set.add(f"kd-{method}")
+    datasets = _dataset_names(trainer, dataset_name)
+    metrics = _latest_eval_metrics(trainer.state.log_history)
+
+    data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        base_model=_hub_id(base_student),
+        datasets=datasets or None,
+        tags=sorted(tag_set),
+        model_name=model_name,
+    )
+    weights = {name: getattr(args, name) for name in METHOD_WEIGHTS.get(method, ())}
+    lines = [
+        f"# {model_name}",
+        "",
+        f"This model is a student distilled with [evl_kd_trainer](https://pypi.org/project/evl-kd-trainer/) "
+        f"{__version__}.",
+        "",
+        "## Distillation",
+        "",
+        f"- **Student (base model):** {base_student or 'a model built in-process'}",
+        f"- **Teacher:** {teacher_name or 'none'}" + (f" (revision `{teacher_revision}`)" if teacher_revision else ""),
+        f"- **Method:** `{method}`: {METHOD_TITLES.get(method, method)}",
+    ]
+    if weights:
+        lines.append("- **Method settings:** " + ", ".join(f"`{k}={v}`" for k, v in weights.items()))
+    lines += [
+        f"- **Training:** learning rate {args.learning_rate}, aligner learning rate {args.aligner_learning_rate}, "
+        f"epochs {args.num_train_epochs}, per-device batch {args.per_device_train_batch_size}, "
+        f"gradient accumulation {args.gradient_accumulation_steps}",
+        f"- **Datasets:** {', '.join(datasets) if datasets else 'not recorded'}",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    if metrics:
+        lines += ["| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())]
+    else:
+        lines.append("No evaluation was run during training.")
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import AutoModelForImageTextToText, AutoProcessor",
+        "",
+        f'model = AutoModelForImageTextToText.from_pretrained("{getattr(args, "hub_model_id", None) or model_name}")',
+        "```",
+        "",
+        "The cross-attention aligner and projectors used during distillation are not part of this model.",
+    ]
+    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
+    return ModelCard(content)
