@@ -22,6 +22,11 @@ class DataArguments:
             Skip (and count) invalid records instead of failing on the first one.
         max_train_samples (`int`, *optional*):
             Keep only the first N training records (smoke runs).
+        min_pixels (`int`, *optional*):
+            Smallest image area (pixels) the student's Qwen-VL image processor resizes to (784 in the paper).
+        max_pixels (`int`, *optional*):
+            Largest image area (pixels) the student's Qwen-VL image processor resizes to (50176 in the paper:
+            at most 49 visual tokens for Qwen3-VL).
     """
 
     dataset_path: str | None = field(default=None, metadata={"help": "ECGInstruct/LLaVA JSON or JSONL training file."})
@@ -31,6 +36,15 @@ class DataArguments:
     skip_invalid: bool = field(default=False, metadata={"help": "Skip and count invalid records instead of failing."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training records."})
 
+    min_pixels: int | None = field(default=None, metadata={"help": "Student image processor's min pixels."})
+    max_pixels: int | None = field(default=None, metadata={"help": "Student image processor's max pixels."})
+
     def __post_init__(self) -> None:
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"`max_train_samples` must be >= 1, got {self.max_train_samples}.")
+        for name in ("min_pixels", "max_pixels"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {value}.")
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"`min_pixels` ({self.min_pixels}) must not exceed `max_pixels` ({self.max_pixels}).")

@@ -59,3 +59,22 @@ def model_init_kwargs(model_args: Any) -> dict[str, Any]:
     if getattr(model_args, "attn_implementation", None):
         kwargs["attn_implementation"] = model_args.attn_implementation
     return kwargs
+
+
+def apply_pixel_budget(processor: Any, data_args: DataArguments) -> Any:
+    """Set Qwen-VL's min/max pixels (the paper's 784/50176) on a processor whose image processor has them."""
+    if data_args.min_pixels is None and data_args.max_pixels is None:
+        return processor
+    image_processor = getattr(processor, "image_processor", None)
+    size = dict(getattr(image_processor, "size", None) or {})
+    if "shortest_edge" not in size or "longest_edge" not in size:
+        raise ValueError(
+            f"`min_pixels`/`max_pixels` apply to Qwen-VL image processors; {type(image_processor).__name__} has no "
+            "pixel budget."
+        )
+    if data_args.min_pixels is not None:
+        size["shortest_edge"] = data_args.min_pixels
+    if data_args.max_pixels is not None:
+        size["longest_edge"] = data_args.max_pixels
+    image_processor.size = size
+    return processor

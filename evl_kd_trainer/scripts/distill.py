@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from trl import ModelConfig, get_peft_config
 
 from evl_kd_trainer.scripts.args import DataArguments
-from evl_kd_trainer.scripts.common import check_data_paths, check_model_path, load_datasets, model_init_kwargs
+from evl_kd_trainer.scripts.common import (
+    apply_pixel_budget,
+    check_data_paths,
+    check_model_path,
+    load_datasets,
+    model_init_kwargs,
+)
 from evl_kd_trainer.scripts.recipe import parse_recipe_args
 from evl_kd_trainer.trainer.config import EVLDistillConfig
 
@@ -31,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_model_path(training_args.teacher_model_name_or_path, "teacher_model_name_or_path")
     check_data_paths(data_args)
 
+    from evl_kd_trainer.models.loading import load_processor
     from evl_kd_trainer.trainer.trainer import EVLDistillTrainer
 
     train_dataset, eval_dataset = load_datasets(data_args)
@@ -38,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trainer = EVLDistillTrainer(
         model=model_args.model_name_or_path,
         args=training_args,
+        processing_class=apply_pixel_budget(load_processor(model_args.model_name_or_path), data_args),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),

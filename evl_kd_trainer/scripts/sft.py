@@ -18,7 +18,13 @@ import torch
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from evl_kd_trainer.scripts.args import DataArguments
-from evl_kd_trainer.scripts.common import check_data_paths, check_model_path, load_datasets, model_init_kwargs
+from evl_kd_trainer.scripts.common import (
+    apply_pixel_budget,
+    check_data_paths,
+    check_model_path,
+    load_datasets,
+    model_init_kwargs,
+)
 from evl_kd_trainer.scripts.recipe import parse_recipe_args
 
 # Parameter-name fragments of the vision-language projectors of the supported models.
@@ -82,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     train_dataset, eval_dataset = load_datasets(data_args)
     model = load_model(model_args.model_name_or_path, **model_init_kwargs(model_args))
-    processor = load_processor(model_args.model_name_or_path)
+    processor = apply_pixel_budget(load_processor(model_args.model_name_or_path), data_args)
     training_args.remove_unused_columns = False  # the collator reads the raw messages/images
     trainer = VLMSFTTrainer(
         model=model,
