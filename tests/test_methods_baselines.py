@@ -1,0 +1,159 @@
+"""The baseline method classes on a synthetic DistillFeatures: terms, gradients and loss mixing."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import evl_kd_trainer.methods.dskd  # noqa: F401  (registers the methods)
+import evl_kd_trainer.methods.emkd  # noqa: F401
+import evl_kd_trainer.methods.multilevel_ot  # noqa: F401
+import evl_kd_trainer.methods.sft  # noqa: F401
+import evl_kd_trainer.methods.uld  # noqa: F401
+from evl_kd_trainer.losses.uld import uld_loss
+from evl_kd_trainer.methods.base import DistillFeatures, ModelDims, get_method
+
+B, LS, LT, DS, DT, VS, VT = 2, 9, 11, 8, 12, 40, 30
+STUDENT, TEACHER = ModelDims(DS, DS, VS), ModelDims(DT, DT, VT)
+
+
+def _features(seed: int = 0) -> DistillFeatures:
+    g = torch.Generator().manual_seed(seed)
+    student_head, teacher_head = nn.Linear(DS, VS, bias=False), nn.Linear(DT, VT, bias=False)
+    teacher_head.requires_grad_(False)
+    s_hidden = torch.randn(B, LS, DS, generator=g).requires_grad_(True)
+    t_hidden = torch.randn(B, LT, DT, generator=g)
+    s_resp = torch.zeros(B, LS, dtype=torch.bool)
+    s_resp[0, 4:8], s_resp[1, 3:9] = True, True
+    t_resp = torch.zeros(B, LT, dtype=torch.bool)
+    t_resp[0, 5:11], t_resp[1, 6:9] = True, True
+    return DistillFeatures(
+        student_hidden=s_hidden,
+        student_attention_mask=torch.ones(B, LS, dtype=torch.bool),
+        student_response_mask=s_resp,
+        teacher_hidden=t_hidden,
+        teacher_attention_mask=torch.ones(B, LT, dtype=torch.bool),
+        teacher_response_mask=t_resp,
+        student_input_ids=torch.randint(0, VS, (B, LS), generator=g),
+        teacher_input_ids=torch.randint(0, VT, (B, LT), generator=g),
+        student_visual=torch.randn(B, 5, DS, generator=g).requires_grad_(True),
+        student_visual_mask=torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.bool),
+        teacher_visual=torch.randn(B, 7, DT, generator=g),
+        teacher_visual_mask=torch.tensor([[1] * 7, [1] * 6 + [0]], dtype=torch.bool),
+        student_logits=student_head(s_hidden),
+        teacher_logits=teacher_head(t_hidden),
+        student_lm_head=student_head,
+        teacher_lm_head=teacher_head,
+    )
+
+
+EXPECTED_TERMS = {
+    "uld": {"uld_loss"},
+    "multilevel_ot": {"mlot_token_loss", "mlot_seq_loss"},
+    "dskd": {"dskd_t2s_ce_loss", "dskd_student_space_loss", "dskd_teacher_space_loss"},
+    "emkd": {"vsd_loss", "vlad_loss"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_TERMS))
+def test_forward_gives_finite_named_terms_and_backward_works(name):
+    feats = _features()
+    method = get_method(name)(SimpleNamespace(alpha=0.5), STUDENT, TEACHER)
+    terms = method(feats)
+    assert set(terms) == EXPECTED_TERMS[name] | {"kd_loss"}
+    assert all(key.endswith("_loss") and torch.isfinite(v) and v.dim() == 0 for key, v in terms.items())
+    assert terms["kd_loss"].item() > 0
+    total = method.total_loss(torch.tensor(2.0), terms)
+    total.backward()
+    grads = [feats.student_hidden.grad, feats.student_lm_head.weight.grad]
+    if name == "emkd":
+        grads.append(feats.student_visual.grad)
+    grads += [p.grad for p in method.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert feats.student_hidden.grad.abs().sum() > 0
+
+
+def test_uld_method_uses_next_token_positions_and_ce_plus_lambda():
+    feats = _features(1)
+    method = get_method("uld")(SimpleNamespace(uld_lambda=1.5), STUDENT, TEACHER)
+    terms = method(feats)
+    # By hand: positions i whose *next* token is an answer token, i-th with i-th, truncated.
+    per_sample = []
+    for b in range(B):
+        s_pos = [i for i in range(LS - 1) if feats.student_response_mask[b, i + 1]]
+        t_pos = [j for j in range(LT - 1) if feats.teacher_response_mask[b, j + 1]]
+        n = min(len(s_pos), len(t_pos))
+        s = feats.student_logits[b, s_pos[:n]].unsqueeze(0)
+        t = feats.teacher_logits[b, t_pos[:n]].unsqueeze(0)
+        per_sample.append(uld_loss(s, t).item())
+    assert terms["uld_loss"].item() == pytest.approx(sum(per_sample) / B, rel=1e-6)
+    ce = torch.tensor(0.7)
+    assert method.total_loss(ce, terms).item() == pytest.approx(0.7 + 1.5 * terms["kd_loss"].item(), rel=1e-6)
+
+
+def test_logit_methods_ignore_non_answer_positions():
+    for name in ("uld", "multilevel_ot"):
+        feats = _features(2)
+        method = get_method(name)(SimpleNamespace(), STUDENT, TEACHER)
+        before = {k: v.item() for k, v in method(feats).items()}
+        logits = feats.student_logits.detach().clone()
+        logits[0, :3] = 25.0  # positions 0..2 predict prompt tokens 1..3 of sample 0
+        logits[:, -1] = -25.0  # the last position predicts nothing
+        feats.student_logits = logits
+        after = {k: v.item() for k, v in method(feats).items()}
+        assert after == pytest.approx(before), name
+
+
+def test_multilevel_ot_mixing():
+    method = get_method("multilevel_ot")(SimpleNamespace(mlot_lambda=2.0, mlot_seq_weight=0.1), STUDENT, TEACHER)
+    terms = method(_features(3))
+    kd = terms["mlot_token_loss"] + 0.1 * terms["mlot_seq_loss"]
+    assert terms["kd_loss"].item() == pytest.approx(kd.item(), rel=1e-6)
+    assert method.total_loss(torch.tensor(1.0), terms).item() == pytest.approx(1.0 + 2.0 * kd.item(), rel=1e-6)
+
+
+def test_dskd_mixing_and_projectors():
+    method = get_method("dskd")(SimpleNamespace(dskd_alpha=0.5), STUDENT, TEACHER)
+    assert (method.query_proj.in_features, method.query_proj.out_features) == (2 * DS, 2 * DT)
+    assert (method.t2s_proj.in_features, method.t2s_proj.out_features) == (DT, DS)
+    assert (method.s2t_proj.in_features, method.s2t_proj.out_features) == (DS, DT)
+    assert all(isinstance(m, nn.Linear) for m in method.children())
+    terms = method(_features(4))
+    kd = sum(terms[k] for k in ("dskd_t2s_ce_loss", "dskd_student_space_loss", "dskd_teacher_space_loss"))
+    assert terms["kd_loss"].item() == pytest.approx(kd.item(), rel=1e-6)
+    assert method.total_loss(torch.tensor(3.0), terms).item() == pytest.approx(1.5 + 0.5 * kd.item(), rel=1e-6)
+
+
+def test_dskd_requires_input_ids():
+    feats = _features()
+    feats.student_input_ids = None
+    with pytest.raises(ValueError, match="student_input_ids"):
+        get_method("dskd")(SimpleNamespace(), STUDENT, TEACHER)(feats)
+
+
+def test_emkd_mixing_and_vocab_mode_check():
+    method = get_method("emkd")(SimpleNamespace(emkd_vsd_weight=0.5, emkd_vlad_weight=2.0), STUDENT, TEACHER)
+    assert method.needs_visual
+    terms = method(_features(5))
+    kd = 0.5 * terms["vsd_loss"] + 2.0 * terms["vlad_loss"]
+    assert terms["kd_loss"].item() == pytest.approx(kd.item(), rel=1e-6)
+    assert method.total_loss(torch.tensor(1.0), terms).item() == pytest.approx(1.0 + kd.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="equal vocabularies"):
+        get_method("emkd")(SimpleNamespace(emkd_cross_vocab="none"), STUDENT, TEACHER)
+
+
+def test_emkd_samples_without_images_contribute_nothing():
+    feats = _features(6)
+    feats.student_visual_mask = torch.zeros_like(feats.student_visual_mask)
+    terms = get_method("emkd")(SimpleNamespace(), STUDENT, TEACHER)(feats)
+    assert terms["vsd_loss"].item() == 0.0 and terms["vlad_loss"].item() == 0.0
+
+
+def test_sft_method_is_plain_cross_entropy():
+    cls = get_method("sft")
+    assert cls.needs_teacher is False
+    method = cls(SimpleNamespace(alpha=0.5), STUDENT, TEACHER)
+    terms = method(None)
+    assert terms == {"kd_loss": torch.tensor(0.0)}
+    assert method.total_loss(torch.tensor(1.25), terms).item() == 1.25
