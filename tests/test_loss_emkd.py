@@ -26,7 +26,7 @@ def test_hungarian_match_is_optimal_against_brute_force():
     assert cost[t_idx.numpy(), s_idx.numpy()].sum() == pytest.approx(best)
 
 
-@pytest.mark.parametrize("mode", ["none", "sorted_probs"])
+@pytest.mark.parametrize("mode", ["same_vocab", "sorted_probs"])
 def test_matching_recovers_a_known_permutation(mode):
     torch.manual_seed(0)
     # Student tokens with clearly different distributions (different sharpness), teacher = a
@@ -44,9 +44,9 @@ def test_matching_recovers_a_known_permutation(mode):
     assert t_idx.tolist() == perm.tolist()
 
 
-def test_none_mode_refuses_different_vocabularies():
+def test_same_vocab_mode_refuses_different_vocabularies():
     with pytest.raises(ValueError, match="equal vocabularies"):
-        match_vision_tokens(torch.randn(2, 5), torch.randn(3, 6), cross_vocab="none")
+        match_vision_tokens(torch.randn(2, 5), torch.randn(3, 6), cross_vocab="same_vocab")
 
 
 def test_vsd_reverse_kl_matches_loop_and_zero_for_identical():
@@ -56,8 +56,8 @@ def test_vsd_reverse_kl_matches_loop_and_zero_for_identical():
     for n in range(3):
         p, q = _softmax(s[n]), _softmax(t[n])
         want += sum(p[k] * (math.log(p[k]) - math.log(q[k])) for k in range(6))  # KL(student || teacher)
-    assert vsd_loss(s, t, cross_vocab="none").item() == pytest.approx(want / 3, rel=1e-5)
-    assert vsd_loss(s, s, cross_vocab="none").item() == pytest.approx(0.0, abs=1e-7)
+    assert vsd_loss(s, t, cross_vocab="same_vocab").item() == pytest.approx(want / 3, rel=1e-5)
+    assert vsd_loss(s, s, cross_vocab="same_vocab").item() == pytest.approx(0.0, abs=1e-7)
 
 
 def test_vsd_sorted_probs_matches_loop_and_is_vocabulary_agnostic():

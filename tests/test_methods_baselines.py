@@ -140,7 +140,7 @@ def test_emkd_mixing_and_vocab_mode_check():
     assert terms["kd_loss"].item() == pytest.approx(kd.item(), rel=1e-6)
     assert method.total_loss(torch.tensor(1.0), terms).item() == pytest.approx(1.0 + kd.item(), rel=1e-6)
     with pytest.raises(ValueError, match="equal vocabularies"):
-        get_method("emkd")(SimpleNamespace(emkd_cross_vocab="none"), STUDENT, TEACHER)
+        get_method("emkd")(SimpleNamespace(emkd_cross_vocab="same_vocab"), STUDENT, TEACHER)
 
 
 def test_emkd_samples_without_images_contribute_nothing():

@@ -14,7 +14,7 @@ above index both logit vectors by the *same* token ids, which is meaningless bet
 (32k) and Qwen (152k). In that mode both are computed on vocabulary-agnostic features, as ULD and
 MultiLevelOT do: the top-k probabilities sorted in descending order (k capped at the smaller
 vocabulary, so no zero padding is needed), L1 between them for the cost, and the reverse KL between
-them renormalised to distributions for VSD. With equal vocabularies ``cross_vocab="none"`` gives
+them renormalised to distributions for VSD. With equal vocabularies ``cross_vocab="same_vocab"`` gives
 the original per-token cost and full-vocabulary reverse KL.
 """
 
@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from evl_kd_trainer.losses.registry import register_loss
 
-CROSS_VOCAB_MODES = ("sorted_probs", "none")
+CROSS_VOCAB_MODES = ("sorted_probs", "same_vocab")
 
 
 def sorted_topk_log_probs(logits: torch.Tensor, k: int, temperature: float = 1.0) -> torch.Tensor:
@@ -36,8 +36,8 @@ def sorted_topk_log_probs(logits: torch.Tensor, k: int, temperature: float = 1.0
 
 
 def matching_features(logits: torch.Tensor, cross_vocab: str, k: int) -> torch.Tensor:
-    """What the matching cost compares: raw logits (``"none"``) or sorted top-k probabilities."""
-    if cross_vocab == "none":
+    """What the matching cost compares: raw logits (``"same_vocab"``) or sorted top-k probabilities."""
+    if cross_vocab == "same_vocab":
         return logits.float()
     if cross_vocab == "sorted_probs":
         return sorted_topk_log_probs(logits, k).exp()
@@ -68,15 +68,15 @@ def match_vision_tokens(
 
     Args:
         student_vision_logits: ``(Ns, Vs)``; teacher_vision_logits: ``(Nt, Vt)``.
-        cross_vocab: ``"sorted_probs"`` (any vocabularies) or ``"none"`` (requires ``Vs == Vt``).
+        cross_vocab: ``"sorted_probs"`` (any vocabularies) or ``"same_vocab"`` (requires ``Vs == Vt``).
         top_k: entries of the sorted-probability features (capped at the smaller vocabulary).
 
     Returns:
         ``(teacher_idx, student_idx)`` as :func:`hungarian_match`.
     """
     k = max(1, min(top_k, student_vision_logits.shape[-1], teacher_vision_logits.shape[-1]))
-    if cross_vocab == "none" and student_vision_logits.shape[-1] != teacher_vision_logits.shape[-1]:
-        raise ValueError("emkd_cross_vocab='none' needs equal vocabularies; use 'sorted_probs' across tokenizers")
+    if cross_vocab == "same_vocab" and student_vision_logits.shape[-1] != teacher_vision_logits.shape[-1]:
+        raise ValueError("emkd_cross_vocab='same_vocab' needs equal vocabularies; use 'sorted_probs' across tokenizers")
     with torch.no_grad():
         cost = torch.cdist(
             matching_features(teacher_vision_logits, cross_vocab, k),
@@ -98,15 +98,15 @@ def vsd_loss(
 
     Args:
         student_logits, teacher_logits: ``(N, Vs)`` / ``(N, Vt)``, row ``n`` of each already matched.
-        cross_vocab: ``"none"``: softmax over the shared vocabulary (EM-KD's original VSD);
+        cross_vocab: ``"same_vocab"``: softmax over the shared vocabulary (EM-KD's original VSD);
             ``"sorted_probs"``: top-k sorted probabilities renormalised (the documented adaptation).
         top_k, temperature: feature size (capped at the smaller vocabulary) and softmax temperature.
     """
     if student_logits.shape[0] == 0:
         return student_logits.float().sum() * 0.0
-    if cross_vocab == "none":
+    if cross_vocab == "same_vocab":
         if student_logits.shape[-1] != teacher_logits.shape[-1]:
-            raise ValueError("cross_vocab='none' needs equal vocabularies")
+            raise ValueError("cross_vocab='same_vocab' needs equal vocabularies")
         s_log = torch.log_softmax(student_logits.float() / temperature, dim=-1)
         t_log = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
     elif cross_vocab == "sorted_probs":

@@ -28,7 +28,7 @@ class EMKDMethod(DistillationMethod):
     ``kd_loss = w_vsd * VSD + w_vlad * VLAD`` and the total is ``CE + kd_loss``: EM-KD adds weighted
     distillation terms to the supervised loss rather than mixing convexly.
 
-    Config fields: ``emkd_cross_vocab`` ("sorted_probs" | "none"), ``emkd_topk`` (50),
+    Config fields: ``emkd_cross_vocab`` ("sorted_probs" | "same_vocab"), ``emkd_topk`` (64),
     ``emkd_temperature`` (1.0), ``emkd_vsd_weight`` (1.0), ``emkd_vlad_weight`` (1.0).
     """
 
@@ -40,9 +40,9 @@ class EMKDMethod(DistillationMethod):
         self.cross_vocab = str(getattr(args, "emkd_cross_vocab", "sorted_probs"))
         if self.cross_vocab not in CROSS_VOCAB_MODES:
             raise ValueError(f"emkd_cross_vocab must be one of {CROSS_VOCAB_MODES}, got {self.cross_vocab!r}")
-        if self.cross_vocab == "none" and student_dims.vocab_size != teacher_dims.vocab_size:
-            raise ValueError("emkd_cross_vocab='none' needs equal vocabularies; use 'sorted_probs'")
-        self.top_k = int(getattr(args, "emkd_topk", 50))
+        if self.cross_vocab == "same_vocab" and student_dims.vocab_size != teacher_dims.vocab_size:
+            raise ValueError("emkd_cross_vocab='same_vocab' needs equal vocabularies; use 'sorted_probs'")
+        self.top_k = int(getattr(args, "emkd_topk", 64))
         self.temperature = float(getattr(args, "emkd_temperature", 1.0))
         self.vsd_weight = float(getattr(args, "emkd_vsd_weight", 1.0))
         self.vlad_weight = float(getattr(args, "emkd_vlad_weight", 1.0))
