@@ -1,0 +1,247 @@
+"""Loading ECGInstruct (LLaVA JSON / JSONL) into TRL's conversational VLM format, with lazy images.
+
+Output columns: ``id`` (string), ``messages`` (TRL messages whose contents are lists of
+``{"type": "image"|"text", "text": ...}`` parts, the image part where ``<image>`` was) and ``images``
+(a ``List(Image(decode=False))`` of absolute paths). Nothing is decoded at load time: with 1.1M
+records only a ``stat`` per image is done (``check_images="exists"``), and the pixels are read when a
+batch is collated. :class:`~evl_kd_trainer.data.collator.DualViewCollator` decodes the paths itself
+and names the record ``id`` when an image turns out to be unreadable; pass ``decode_images=True`` to
+get PIL images on access instead (what TRL's own ``DataCollatorForVisionLanguageModeling`` expects).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import datasets
+
+from evl_kd_trainer.data.messages import conversations_to_messages
+from evl_kd_trainer.data.validation import (
+    MALFORMED,
+    InvalidRecordError,
+    LoadReport,
+    check_image_file,
+    check_image_mode,
+    check_llava_record,
+    check_trl_record,
+    llava_image_fields,
+    record_label,
+)
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+LLAVA_FORMAT = "llava"
+TRL_FORMAT = "trl"
+
+
+def ecginstruct_features(decode_images: bool = False) -> datasets.Features:
+    """The schema of a loaded ECGInstruct dataset (one schema for every record, so Arrow never has to guess)."""
+    part = {"type": datasets.Value("string"), "text": datasets.Value("string")}
+    message = {"role": datasets.Value("string"), "content": datasets.List(part)}
+    return datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "messages": datasets.List(message),
+            "images": datasets.List(datasets.Image(decode=decode_images)),
+        }
+    )
+
+
+def load_ecginstruct(
+    path: PathLike | list[PathLike] | datasets.Dataset | datasets.IterableDataset,
+    image_root: PathLike | None = None,
+    streaming: bool = False,
+    skip_invalid: bool = False,
+    check_images: str = "exists",
+    *,
+    decode_images: bool = False,
+    return_report: bool = False,
+) -> datasets.Dataset | datasets.IterableDataset | tuple[datasets.Dataset | datasets.IterableDataset, LoadReport]:
+    """Load ECGInstruct / LLaVA records (or TRL-format records) as a TRL ``messages`` + ``images`` dataset.
+
+    Args:
+        path: a ``.json`` (a list of records) or ``.jsonl`` file, or a list of such files; or a
+            ``datasets.Dataset`` / ``IterableDataset`` already in TRL format (with a ``messages``
+            column), returned unchanged (made iterable with ``streaming=True``).
+        image_root: folder the records' relative image paths start from; default: each file's folder.
+        streaming: return an ``IterableDataset`` that reads and checks records while it is iterated
+            (errors then surface when the bad record is reached). JSONL streams line by line; a
+            ``.json`` list has to be parsed whole when iteration starts.
+        skip_invalid: skip bad records instead of raising; counts per reason are logged as a warning
+            and kept in the :class:`LoadReport`.
+        check_images: ``"exists"`` (stat each image file, the default), ``"decode"`` (open and verify
+            each with PIL: slow on 1.1M images) or ``"none"``.
+        decode_images: ``images`` column decodes to PIL on access instead of giving ``{"path", "bytes"}``.
+        return_report: also return the :class:`LoadReport` (``(dataset, report)``). The report summary is
+            also stored in ``dataset.info.description`` for a non-streaming load.
+
+    LLaVA records are ``{"id", "image": "rel/path.png" | "images": [...], "conversations": [{"from":
+    "human"|"gpt"|"system", "value"}]}``; records without an image are allowed. The format is chosen from
+    the first record: ``messages`` without ``conversations`` means TRL format, whose records keep their
+    messages as they are (image paths are still resolved and checked).
+
+    Raises:
+        InvalidRecordError (a ``ValueError``): a bad record, naming the file, the record id and the image.
+        FileNotFoundError: a missing input file. ValueError: no record left to train on.
+    """
+    check_image_mode(check_images)
+    if isinstance(path, (datasets.Dataset, datasets.IterableDataset)):
+        dataset, report = _passthrough(path, streaming)
+        return (dataset, report) if return_report else dataset
+
+    files = _input_files(path)
+    report = LoadReport(files=files)
+    options = {"image_root": image_root, "skip_invalid": skip_invalid, "check_images": check_images}
+    record_format = _detect_format(files)
+    if streaming:
+        dataset = datasets.IterableDataset.from_generator(
+            _generate_rows,
+            features=ecginstruct_features(decode_images) if record_format == LLAVA_FORMAT else None,
+            gen_kwargs={"files": files, "record_format": record_format, "report": report, **options},
+        )
+        if record_format == TRL_FORMAT:
+            dataset = _cast_trl_images(dataset, decode_images)
+    else:
+        rows = list(_generate_rows(files, record_format, report, **options))
+        if not rows:
+            raise ValueError(f"No valid record to load: {report.summary()}. First errors: {report.first_errors}")
+        if record_format == LLAVA_FORMAT:
+            dataset = datasets.Dataset.from_list(rows, features=ecginstruct_features(decode_images))
+        else:
+            dataset = _cast_trl_images(datasets.Dataset.from_list(rows), decode_images)
+        dataset.info.description = report.summary()
+    return (dataset, report) if return_report else dataset
+
+
+def _passthrough(
+    dataset: datasets.Dataset | datasets.IterableDataset, streaming: bool
+) -> tuple[datasets.Dataset | datasets.IterableDataset, LoadReport]:
+    columns = dataset.column_names or []
+    if "messages" not in columns:
+        raise ValueError(f"A dataset passed to load_ecginstruct needs a 'messages' column (TRL format); got {columns}.")
+    report = LoadReport()
+    if isinstance(dataset, datasets.Dataset):
+        report.num_read = report.num_loaded = len(dataset)
+        if streaming:
+            dataset = dataset.to_iterable_dataset()
+    return dataset, report
+
+
+def _input_files(path: PathLike | list[PathLike]) -> list[str]:
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        raise ValueError("load_ecginstruct needs at least one file.")
+    files = []
+    for item in paths:
+        file = os.fspath(item)
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"ECGInstruct file not found: {file}")
+        if not file.endswith((".json", ".jsonl")):
+            raise ValueError(f"Expected a .json or .jsonl file, got {file}")
+        files.append(file)
+    return files
+
+
+def _read_records(file: str) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, record)``; a JSONL line that is not JSON is yielded as an :class:`InvalidRecordError`."""
+    if file.endswith(".json"):
+        with open(file, encoding="utf-8") as handle:
+            try:
+                data = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{file}: not valid JSON ({error}); JSON lines need a .jsonl name.") from error
+        if not isinstance(data, list):
+            raise ValueError(f"{file}: expected a JSON list of records, got {type(data).__name__}.")
+        yield from enumerate(data)
+        return
+    with open(file, encoding="utf-8") as handle:
+        index = 0
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield index, json.loads(line)
+            except json.JSONDecodeError as error:
+                label = f"#{index} (line {line_number})"
+                yield index, InvalidRecordError(MALFORMED, f"invalid JSON: {error}", record_id=label, source=file)
+            index += 1
+
+
+def _detect_format(files: list[str]) -> str:
+    for _, record in _read_records(files[0]):
+        if isinstance(record, dict) and "messages" in record and "conversations" not in record:
+            return TRL_FORMAT
+        return LLAVA_FORMAT
+    raise ValueError(f"{files[0]}: no record in the file.")
+
+
+def _generate_rows(
+    files: list[str],
+    record_format: str,
+    report: LoadReport,
+    image_root: PathLike | None,
+    skip_invalid: bool,
+    check_images: str,
+) -> Iterator[dict[str, Any]]:
+    """Check and convert every record of ``files``, counting (or raising for) the bad ones in ``report``."""
+    # A stream may be iterated several times: the report describes the latest pass.
+    report.num_read = report.num_loaded = 0
+    report.skipped.clear()
+    report.first_errors.clear()
+    for file in files:
+        root = os.path.abspath(os.fspath(image_root) if image_root is not None else os.path.dirname(file))
+        for index, record in _read_records(file):
+            report.num_read += 1
+            try:
+                if isinstance(record, InvalidRecordError):
+                    raise record
+                row = _convert_record(record, record_format, index=index, file=file, root=root, mode=check_images)
+            except InvalidRecordError as error:
+                if not skip_invalid:
+                    raise
+                report.add_skipped(error)
+                continue
+            report.num_loaded += 1
+            yield row
+    # Reached once every record was read (for a stream: at the end of the iteration).
+    _log_skipped(report)
+
+
+def _convert_record(record: Any, record_format: str, *, index: int, file: str, root: str, mode: str) -> dict[str, Any]:
+    label = record_label(record, index)
+    if record_format == TRL_FORMAT:
+        relative = check_trl_record(record, label=label, source=file)
+    else:
+        if not isinstance(record, dict):
+            check_llava_record(record, label=label, source=file, num_images=0)  # raises "not a JSON object"
+        relative = llava_image_fields(record, label=label, source=file)
+        check_llava_record(record, label=label, source=file, num_images=len(relative))
+    images = [os.path.join(root, path) for path in relative]
+    # Structure first, files second: a malformed record never costs a stat.
+    for image in images:
+        check_image_file(image, mode, label=label, source=file)
+    if record_format == TRL_FORMAT:
+        return {**record, "images": images} if "images" in record else record
+    return {
+        "id": str(record["id"]),
+        "messages": conversations_to_messages(record["conversations"]),
+        "images": images,
+    }
+
+
+def _cast_trl_images(
+    dataset: datasets.Dataset | datasets.IterableDataset, decode_images: bool
+) -> datasets.Dataset | datasets.IterableDataset:
+    if "images" not in (dataset.column_names or []):
+        return dataset
+    return dataset.cast_column("images", datasets.List(datasets.Image(decode=decode_images)))
+
+
+def _log_skipped(report: LoadReport) -> None:
+    if report.num_skipped:
+        logger.warning("load_ecginstruct skipped invalid records: %s", report.summary())
