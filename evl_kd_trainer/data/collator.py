@@ -1,0 +1,305 @@
+"""The dual-view collator: every sample rendered once per model, each in its own chat template.
+
+The student view (``input_ids``, ``attention_mask``, ``labels``, ``pixel_values``, ``image_grid_thw``,
+``mm_token_type_ids``, ... whatever the student processor returns) feeds the student model directly;
+the teacher view carries the same keys prefixed with ``teacher_`` (for LLaVA-NeXT: ``teacher_pixel_values``
+with the anyres crops and ``teacher_image_sizes``). Both views also get a boolean ``response_mask``
+(``labels != -100``) over the assistant answers.
+
+Labels are the chat templates' ``{% generation %}`` spans, i.e. each answer plus the end-of-turn token the
+model has to emit: ``"a1<|im_end|>\\n"`` for Qwen (the newline after ``<|im_end|>`` is inside the span, as in
+TRL's own Qwen-VL training templates and ``assistant_only_loss``), ``"a1</s>"`` for Vicuna / llava_v1.
+
+Samples are processed one at a time (the processors still do the image work), so that truncation, drops
+and decode errors can be decided and reported per record, then right-padded into one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from evl_kd_trainer.data.messages import messages_with_images
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+TRUNCATION_MODES = ("after_image", "drop")
+# Processor outputs with one value per token; everything else is per image and is concatenated.
+PER_TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids", "assistant_masks")
+
+# Drop reasons (stats keys are "dropped_<reason>").
+TOO_LONG = "too_long"
+IMAGE_CUT = "image_cut"
+NO_RESPONSE_LEFT = "no_response_left"
+
+
+def truncation_length(
+    input_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    max_length: int | None,
+    image_token_id: int | None,
+    vision_end_token_id: int | None = None,
+    mode: str = "after_image",
+) -> tuple[int | None, str | None]:
+    """Where to cut one sample: ``(length, None)`` to keep ``input_ids[:length]``, or ``(None, reason)`` to drop it.
+
+    A cut may only fall after the last image token (and the ``<|vision_end|>`` closing it, if any), because a
+    partial image no longer matches its ``pixel_values``; with ``mode="drop"`` any over-long sample is
+    dropped. A cut that leaves no answer token would train on nothing, so that sample is dropped too.
+    """
+    length = int(input_ids.shape[0])
+    if max_length is None or length <= max_length:
+        return length, None
+    if mode == "drop":
+        return None, TOO_LONG
+    if image_token_id is not None:
+        positions = (input_ids == image_token_id).nonzero()
+        if positions.numel():
+            protected_end = int(positions[-1]) + 1
+            if (
+                vision_end_token_id is not None
+                and protected_end < length
+                and input_ids[protected_end] == vision_end_token_id
+            ):
+                protected_end += 1
+            if protected_end > max_length:
+                return None, IMAGE_CUT
+    if not bool(response_mask[:max_length].any()):
+        return None, NO_RESPONSE_LEFT
+    return max_length, None
+
+
+@dataclass
+class _View:
+    """One model's way of seeing a sample: its processor, template, length limit and output key prefix."""
+
+    name: str
+    prefix: str
+    processor: Any
+    chat_template: str
+    max_length: int | None
+    pad_token_id: int
+    image_token_id: int | None
+    vision_end_token_id: int | None
+
+
+@dataclass
+class _Encoded:
+    """One sample in one view, unpadded: per-token tensors of shape (L,) and per-image tensors."""
+
+    per_token: dict[str, torch.Tensor]
+    per_image: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return int(self.per_token["input_ids"].shape[0])
+
+    def truncate(self, length: int) -> None:
+        self.per_token = {key: value[:length] for key, value in self.per_token.items()}
+
+
+def _make_view(name: str, prefix: str, processor: Any, chat_template: str | None, max_length: int | None) -> _View:
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(f"The {name} processor {type(processor).__name__} has no tokenizer.")
+    template = chat_template or getattr(processor, "chat_template", None)
+    if not template:
+        raise ValueError(
+            f"The {name} processor has no chat template: set processor.chat_template or pass one "
+            "(e.g. evl_kd_trainer.data.templates.get_chat_template('qwen_vl' | 'llava_v1'))."
+        )
+    if "{% generation %}" not in template and "{%- generation" not in template:
+        raise ValueError(f"The {name} chat template has no {{% generation %}} block, so answers cannot be labelled.")
+    pad_token_id = tokenizer.pad_token_id
+    if pad_token_id is None:
+        raise ValueError(f"The {name} tokenizer has no pad token: set tokenizer.pad_token.")
+    if max_length is not None and max_length <= 0:
+        raise ValueError(f"{name} max_length must be positive, got {max_length}.")
+    image_token_id = getattr(processor, "image_token_id", None)
+    if image_token_id is None and getattr(processor, "image_token", None):
+        image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token)
+    return _View(
+        name=name,
+        prefix=prefix,
+        processor=processor,
+        chat_template=template,
+        max_length=max_length,
+        pad_token_id=pad_token_id,
+        image_token_id=image_token_id,
+        vision_end_token_id=getattr(processor, "vision_end_token_id", None),
+    )
+
+
+class DualViewCollator:
+    """Collate TRL-format examples into a student view and (optionally) a ``teacher_``-prefixed teacher view.
+
+    Args:
+        processor: the student's processor; its ``chat_template`` renders the student view.
+        teacher_processor: the teacher's processor (its own template, e.g. llava_v1 for PULSE). ``None``
+            gives a plain student SFT collator, usable as ``data_collator`` of TRL's ``SFTTrainer``.
+        max_length / teacher_max_length: per-view token limits (``None``: no limit). Each view is cut by
+            its own limit, since the teacher's image tokens (2880 per ECG for PULSE) outnumber the student's.
+        truncation: ``"after_image"`` cuts over-long samples after their last image's tokens and drops
+            those whose cut would fall inside an image or leave no answer token; ``"drop"`` drops every
+            over-long sample. A sample dropped in one view is dropped from both; each drop is logged.
+        pad_to_multiple_of: round each view's padded length up to a multiple of this.
+        chat_template / teacher_chat_template: override the processors' templates.
+
+    ``stats`` counts ``samples``, ``truncated`` (in any view), ``student_truncated``, ``teacher_truncated``,
+    ``dropped`` and ``dropped_<reason>`` since construction (per DataLoader worker process when
+    ``num_workers > 0``). Examples: ``{"messages": [...], "images": [PIL | path | {"path", "bytes"}],
+    "id": optional}``; the ``id`` is used in error and warning messages.
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        teacher_processor: Any | None = None,
+        max_length: int | None = None,
+        teacher_max_length: int | None = None,
+        truncation: str = "after_image",
+        pad_to_multiple_of: int | None = None,
+        chat_template: str | None = None,
+        teacher_chat_template: str | None = None,
+    ) -> None:
+        if truncation not in TRUNCATION_MODES:
+            raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}.")
+        if pad_to_multiple_of is not None and pad_to_multiple_of <= 0:
+            raise ValueError(f"pad_to_multiple_of must be positive, got {pad_to_multiple_of}.")
+        self.truncation = truncation
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.views = [_make_view("student", "", processor, chat_template, max_length)]
+        if teacher_processor is not None:
+            self.views.append(
+                _make_view("teacher", "teacher_", teacher_processor, teacher_chat_template, teacher_max_length)
+            )
+        self.stats: dict[str, int] = {"samples": 0, "truncated": 0, "dropped": 0}
+
+    @property
+    def num_dropped(self) -> int:
+        return self.stats["dropped"]
+
+    @property
+    def num_truncated(self) -> int:
+        return self.stats["truncated"]
+
+    def _count(self, key: str) -> None:
+        self.stats[key] = self.stats.get(key, 0) + 1
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("DualViewCollator got an empty list of examples.")
+        kept: list[list[_Encoded]] = []  # per kept sample, one encoding per view
+        dropped: list[str] = []
+        for position, example in enumerate(examples):
+            record = repr(example.get("id")) if example.get("id") is not None else f"#{position} of the batch"
+            encodings = self._encode_sample(example, record)
+            if encodings is None:
+                dropped.append(record)
+            else:
+                kept.append(encodings)
+        if not kept:
+            raise ValueError(
+                f"All {len(examples)} samples of the batch were dropped by truncation ({', '.join(dropped)}); "
+                f"raise max_length / teacher_max_length or use shorter samples. Stats: {self.stats}"
+            )
+        batch: dict[str, torch.Tensor] = {}
+        for index, view in enumerate(self.views):
+            batch.update(self._pad_view(view, [encodings[index] for encodings in kept]))
+        return batch
+
+    def _encode_sample(self, example: dict[str, Any], record: str) -> list[_Encoded] | None:
+        """Render and tokenize ``example`` in every view; ``None`` if a view had to drop it."""
+        self._count("samples")
+        messages = messages_with_images(example)
+        encodings, cut_views = [], []
+        for view in self.views:
+            encoded = self._encode(view, messages, record)
+            labels = encoded.per_token["labels"]
+            length, reason = truncation_length(
+                encoded.per_token["input_ids"],
+                labels != IGNORE_INDEX,
+                max_length=view.max_length,
+                image_token_id=view.image_token_id,
+                vision_end_token_id=view.vision_end_token_id,
+                mode=self.truncation,
+            )
+            if reason is not None:
+                self._count("dropped")
+                self._count(f"dropped_{reason}")
+                logger.warning(
+                    "DualViewCollator dropped record %s: %s view has %d tokens > max_length %d (%s). Stats: %s",
+                    record, view.name, encoded.length, view.max_length, reason, self.stats,
+                )  # fmt: skip
+                return None
+            if length < encoded.length:
+                encoded.truncate(length)
+                cut_views.append(view.name)
+            encodings.append(encoded)
+        for name in cut_views:
+            self._count(f"{name}_truncated")
+        if cut_views:
+            self._count("truncated")
+        return encodings
+
+    def _encode(self, view: _View, messages: list[dict[str, Any]], record: str) -> _Encoded:
+        try:
+            output = view.processor.apply_chat_template(
+                messages,
+                chat_template=view.chat_template,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                return_assistant_tokens_mask=True,
+            )
+        except Exception as error:
+            raise ValueError(f"record {record}: the {view.name} processor failed: {error}") from error
+        per_token = {key: output[key][0] for key in PER_TOKEN_KEYS if key in output}
+        assistant = per_token.pop("assistant_masks").bool()
+        per_token["labels"] = per_token["input_ids"].masked_fill(~assistant, IGNORE_INDEX)
+        per_image = {key: value for key, value in output.items() if key not in PER_TOKEN_KEYS}
+        return _Encoded(per_token=per_token, per_image=per_image)
+
+    def _pad_view(self, view: _View, encodings: list[_Encoded]) -> dict[str, torch.Tensor]:
+        """Right-pad the per-token tensors, concatenate the per-image ones, prefix every key."""
+        width = max(encoded.length for encoded in encodings)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        pad_values = {"input_ids": view.pad_token_id, "labels": IGNORE_INDEX}
+        out: dict[str, torch.Tensor] = {}
+        token_keys = dict.fromkeys(key for encoded in encodings for key in encoded.per_token)
+        for key in token_keys:
+            # A key only some samples have (e.g. a text-only sample's processor output) is 0 for the others.
+            rows = [encoded.per_token.get(key, torch.zeros(encoded.length, dtype=torch.long)) for encoded in encodings]
+            padded = torch.full((len(rows), width), pad_values.get(key, 0), dtype=rows[0].dtype)
+            for row, values in enumerate(rows):
+                padded[row, : values.shape[0]] = values
+            out[key] = padded
+        out["response_mask"] = out["labels"] != IGNORE_INDEX
+        image_keys = dict.fromkeys(key for encoded in encodings for key in encoded.per_image)
+        for key in image_keys:
+            out[key] = _concat_padded([encoded.per_image[key] for encoded in encodings if key in encoded.per_image])
+        return {view.prefix + key: value for key, value in out.items()}
+
+
+def _concat_padded(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along dim 0, zero-padding the other dims to the largest size.
+
+    LLaVA-NeXT's processor pads every image's crops to the batch's largest crop count; processing one
+    sample at a time gives different counts, which this restores (the model slices the real crops out
+    again by ``image_sizes``).
+    """
+    shape = [max(tensor.shape[dim] for tensor in tensors) for dim in range(1, tensors[0].dim())]
+    padded = []
+    for tensor in tensors:
+        if list(tensor.shape[1:]) != shape:
+            full = tensor.new_zeros((tensor.shape[0], *shape))
+            full[(slice(None), *(slice(0, size) for size in tensor.shape[1:]))] = tensor
+            tensor = full
+        padded.append(tensor)
+    return torch.cat(padded, dim=0)
