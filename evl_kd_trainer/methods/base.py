@@ -75,6 +75,8 @@ class DistillFeatures:
     teacher_logits: torch.Tensor | None = None
     student_lm_head: nn.Module | None = None
     teacher_lm_head: nn.Module | None = None
+    student_embed_tokens: nn.Module | None = None
+    teacher_embed_tokens: nn.Module | None = None
 
 
 def next_token_response_mask(response_mask: torch.Tensor) -> torch.Tensor:

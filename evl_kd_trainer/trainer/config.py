@@ -75,14 +75,20 @@ class EVLDistillConfig(SFTConfig):
 
         uld_lambda (`float`, *optional*, defaults to `1.5`):
             ULD: weight of the universal logit distillation term, `CE + lambda * L_uld`.
-        mlot_lambda (`float`, *optional*, defaults to `1.0`):
-            MultiLevelOT: weight of `token + 0.1 * sequence` added to CE.
+        mlot_lambda (`float`, *optional*, defaults to `1.5`):
+            MultiLevelOT: weight of `token + mlot_seq_weight * sequence` added to CE (the authors' `distil_factor`).
+        mlot_log_weight (`float`, *optional*, defaults to `0.1`):
+            MultiLevelOT: weight of the log (cross-entropy-like) part of the token-level term.
+        mlot_seq_weight (`float`, *optional*, defaults to `0.1`):
+            MultiLevelOT: weight of the sequence-level Sinkhorn term.
         mlot_topk (`int`, *optional*, defaults to `50`):
             MultiLevelOT: number of sorted top probabilities compared.
         mlot_sinkhorn_reg (`float`, *optional*, defaults to `0.1`):
             MultiLevelOT: Sinkhorn regularisation of the sequence-level term.
         mlot_sinkhorn_iters (`int`, *optional*, defaults to `20`):
             MultiLevelOT: Sinkhorn iterations of the sequence-level term.
+        dskd_alpha (`float`, *optional*, defaults to `0.5`):
+            DSKD: its own mix `(1 - dskd_alpha) * CE + dskd_alpha * KD` (the method's `kd_rate`).
         dskd_temperature (`float`, *optional*, defaults to `2.0`):
             DSKD: distillation temperature.
         dskd_projector_lr (`float`, *optional*, defaults to `1e-3`):
@@ -92,6 +98,8 @@ class EVLDistillConfig(SFTConfig):
             when teacher and student share a vocabulary).
         emkd_topk (`int`, *optional*, defaults to `64`):
             EM-KD: sorted probabilities kept per vision token for the cross-vocabulary comparison.
+        emkd_temperature (`float`, *optional*, defaults to `1.0`):
+            EM-KD: temperature of the vision logits.
         emkd_vsd_weight (`float`, *optional*, defaults to `1.0`):
             EM-KD: weight of the vision-semantic distillation (reverse KL) term.
         emkd_vlad_weight (`float`, *optional*, defaults to `1.0`):
@@ -145,10 +153,13 @@ class EVLDistillConfig(SFTConfig):
         metadata={"help": "Teacher conversation template name ('llava_v1', 'qwen_vl') or Jinja text."},
     )
     uld_lambda: float = field(default=1.5, metadata={"help": "ULD: weight of L_uld in CE + lambda * L_uld."})
-    mlot_lambda: float = field(default=1.0, metadata={"help": "MultiLevelOT: weight of token + 0.1 * sequence."})
+    mlot_lambda: float = field(default=1.5, metadata={"help": "MultiLevelOT: weight of token + seq_weight * sequence."})
+    mlot_log_weight: float = field(default=0.1, metadata={"help": "MultiLevelOT: weight of the token-level log term."})
+    mlot_seq_weight: float = field(default=0.1, metadata={"help": "MultiLevelOT: weight of the sequence-level term."})
     mlot_topk: int = field(default=50, metadata={"help": "MultiLevelOT: sorted top-k probabilities compared."})
     mlot_sinkhorn_reg: float = field(default=0.1, metadata={"help": "MultiLevelOT: Sinkhorn regularisation."})
     mlot_sinkhorn_iters: int = field(default=20, metadata={"help": "MultiLevelOT: Sinkhorn iterations."})
+    dskd_alpha: float = field(default=0.5, metadata={"help": "DSKD: (1 - dskd_alpha) * CE + dskd_alpha * KD."})
     dskd_temperature: float = field(default=2.0, metadata={"help": "DSKD: distillation temperature."})
     dskd_projector_lr: float = field(default=1e-3, metadata={"help": "DSKD: learning rate of its projectors."})
     emkd_cross_vocab: str = field(
@@ -156,6 +167,7 @@ class EVLDistillConfig(SFTConfig):
         metadata={"help": "EM-KD: cross-vocabulary comparison of vision logits: 'sorted_probs' or 'same_vocab'."},
     )
     emkd_topk: int = field(default=64, metadata={"help": "EM-KD: sorted probabilities kept per vision token."})
+    emkd_temperature: float = field(default=1.0, metadata={"help": "EM-KD: temperature of the vision logits."})
     emkd_vsd_weight: float = field(default=1.0, metadata={"help": "EM-KD: weight of the VSD (reverse KL) term."})
     emkd_vlad_weight: float = field(default=1.0, metadata={"help": "EM-KD: weight of the VLAD (SmoothL1) term."})
 
@@ -166,11 +178,16 @@ class EVLDistillConfig(SFTConfig):
     def _check_ranges(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"`alpha` must be in [0, 1], got {self.alpha}.")
-        for name in ("lambda_mhca", "lambda_rel", "lambda_ot", "uld_lambda", "mlot_lambda"):
+        if not 0.0 <= self.dskd_alpha <= 1.0:
+            raise ValueError(f"`dskd_alpha` must be in [0, 1], got {self.dskd_alpha}.")
+        nonnegative = ("lambda_mhca", "lambda_rel", "lambda_ot", "uld_lambda", "mlot_lambda", "mlot_log_weight")
+        nonnegative += ("mlot_seq_weight", "emkd_vsd_weight", "emkd_vlad_weight")
+        for name in nonnegative:
             value = getattr(self, name)
             if value < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {value}.")
-        for name in ("sinkhorn_epsilon", "aligner_learning_rate", "mlot_sinkhorn_reg", "dskd_temperature"):
+        positive = ("sinkhorn_epsilon", "aligner_learning_rate", "mlot_sinkhorn_reg", "dskd_temperature")
+        for name in (*positive, "emkd_temperature"):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"`{name}` must be > 0, got {value}.")

@@ -22,9 +22,9 @@ METHOD_WEIGHTS = {
     "evl": ("alpha", "lambda_mhca", "lambda_rel", "lambda_ot", "mhca_num_heads", "sinkhorn_epsilon", "kd_token_scope"),
     "sft": (),
     "uld": ("uld_lambda",),
-    "multilevel_ot": ("mlot_lambda", "mlot_topk", "mlot_sinkhorn_reg", "mlot_sinkhorn_iters"),
-    "dskd": ("alpha", "dskd_temperature", "dskd_projector_lr"),
-    "emkd": ("alpha", "emkd_cross_vocab", "emkd_topk", "emkd_vsd_weight", "emkd_vlad_weight"),
+    "multilevel_ot": ("mlot_lambda", "mlot_topk", "mlot_log_weight", "mlot_seq_weight", "mlot_sinkhorn_reg"),
+    "dskd": ("dskd_alpha", "dskd_temperature", "dskd_projector_lr"),
+    "emkd": ("emkd_cross_vocab", "emkd_topk", "emkd_temperature", "emkd_vsd_weight", "emkd_vlad_weight"),
 }
 
 

@@ -187,8 +187,8 @@ class EVLDistillTrainer(SFTTrainer):
 
         # The method's modules live under the student so DDP/DeepSpeed treat them as part of its forward.
         hf_student = unwrap_hf_model(self.model)
-        student_dims = student_adapter.dims(hf_student)
-        teacher_dims = teacher_adapter.dims(teacher) if teacher is not None else student_dims
+        student_dims = student_adapter.dims
+        teacher_dims = teacher_adapter.dims if teacher is not None else student_dims
         method = method_cls(args, student_dims, teacher_dims)
         self._check_layers(method)
         device = next(hf_student.parameters()).device
@@ -258,7 +258,9 @@ class EVLDistillTrainer(SFTTrainer):
         if self.optimizer is not None:
             return self.optimizer
         kd_ids = {id(p) for p in self.kd_method.parameters()}
-        aligner_lr = getattr(self.kd_method, "learning_rate", None) or self.args.aligner_learning_rate
+        # DSKD's projectors have their own learning rate in its paper; every other method's modules use the
+        # aligner ("projector") learning rate of the paper's Tables 2-3.
+        aligner_lr = self.args.dskd_projector_lr if self.args.kd_method == "dskd" else self.args.aligner_learning_rate
         decay = set(self.get_decay_parameter_names(opt_model))
         groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for name, param in opt_model.named_parameters():
@@ -384,17 +386,14 @@ class EVLDistillTrainer(SFTTrainer):
             teacher_input_ids=context["teacher_input_ids"],
         )
         if method.needs_visual:
-            batch_size = student_store.hidden.shape[0]
-            features.student_visual, features.student_visual_mask = student_store.padded_visual(
-                context["student_input_ids"], batch_size=batch_size
-            )
-            features.teacher_visual, features.teacher_visual_mask = teacher_store.padded_visual(
-                context["teacher_input_ids"], batch_size=batch_size
-            )
+            features.student_visual, features.student_visual_mask = student_store.padded_visual()
+            features.teacher_visual, features.teacher_visual_mask = teacher_store.padded_visual()
         student_lm_head = self.student_adapter.get_lm_head(self._kd_hf_student)
         teacher_lm_head = self.teacher_adapter.get_lm_head(unwrap_hf_model(self.teacher_model))
         features.student_lm_head = student_lm_head
         features.teacher_lm_head = teacher_lm_head
+        features.student_embed_tokens = self._kd_hf_student.get_input_embeddings()
+        features.teacher_embed_tokens = unwrap_hf_model(self.teacher_model).get_input_embeddings()
         if method.needs_student_logits:
             features.student_logits = student_lm_head(student_store.hidden)
         if method.needs_teacher_logits:
