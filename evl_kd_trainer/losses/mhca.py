@@ -57,17 +57,18 @@ def mhca_loss(
 
     dtype = compute_dtype(student_hidden, aligned_teacher)
     # Upcast before subtracting: bf16 differences of nearby states lose most of their digits.
-    per_position = (student_hidden.to(dtype) - aligned_teacher.to(dtype)).pow(2).sum(-1)
+    diff = student_hidden.to(dtype) - aligned_teacher.to(dtype)
     if mask is None:
-        n_valid = per_position.new_tensor(float(per_position.numel()))
-        total = per_position.sum()
+        n_valid = diff.new_tensor(float(diff.shape[0] * diff.shape[1]))
     else:
-        mask = mask.to(per_position.device)
+        mask = mask.to(diff.device)
         if not bool(mask.any()):
             return zero_connected(student_hidden, aligned_teacher)
         n_valid = mask.sum().to(dtype)
-        # where (not a product) keeps inf/NaN in padding out of the value and the gradient.
-        total = torch.where(mask, per_position, torch.zeros_like(per_position)).sum()
+        # Select before squaring (where, not a product): inf/NaN in padding then reaches neither the
+        # value nor the gradient, and padded positions get exactly zero gradient.
+        diff = torch.where(mask[..., None], diff, torch.zeros_like(diff))
+    total = diff.pow(2).sum()
     if reduction == "mean":
         return total / (n_valid * student_hidden.shape[-1])
     return total / n_valid

@@ -197,8 +197,10 @@ def sinkhorn_ot_loss(
     dtype = compute_dtype(teacher_tokens, student_tokens)
     t_mask, s_mask = t_mask[keep], s_mask[keep]
     # torch.where (not multiplication) so inf/NaN in padding cannot leak into values or gradients.
-    t = torch.where(t_mask[..., None], l2_normalize(teacher_tokens[keep].to(dtype)), 0.0)
-    s = torch.where(s_mask[..., None], l2_normalize(student_tokens[keep].to(dtype)), 0.0)
+    # Padding is zeroed before normalising (a zero vector stays zero): masking after would let NaN
+    # padding reach the normalisation's backward (0 * NaN).
+    t = l2_normalize(torch.where(t_mask[..., None], teacher_tokens[keep].to(dtype), 0.0))
+    s = l2_normalize(torch.where(s_mask[..., None], student_tokens[keep].to(dtype), 0.0))
     cost = squared_distances(t, s)
     plan, _ = _entropic_plan(t.detach(), s.detach(), cost.detach(), t_mask, s_mask, epsilon, tol, int(max_iter))
     return (plan * cost).sum(dim=(1, 2)).mean()
