@@ -114,6 +114,11 @@ class DistillationMethod(nn.Module):
         the method's combined distillation term (its own weights applied)."""
         raise NotImplementedError
 
+    def is_active(self) -> bool:
+        """Whether the distillation terms carry any weight; when not, the trainer skips the teacher and the
+        method entirely, so the run is plain SFT (default: ``alpha > 0``)."""
+        return float(getattr(self.args, "alpha", 0.0)) > 0.0
+
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Combine the student's CE with the method's terms; default ``(1 - alpha) * CE + alpha * kd_loss``
         (paper section 2.4). Methods whose paper mixes differently (ULD: ``CE + lambda * L``) override it."""

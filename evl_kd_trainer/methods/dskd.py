@@ -129,6 +129,9 @@ class DSKDMethod(DistillationMethod):
             "kd_loss": kd,
         }
 
+    def is_active(self) -> bool:
+        return self.alpha > 0.0
+
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """DSKD's objective: ``(1 - alpha) CE + alpha KD`` with its own ``dskd_alpha`` (0.5)."""
         return (1.0 - self.alpha) * ce_loss + self.alpha * terms["kd_loss"]

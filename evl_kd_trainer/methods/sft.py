@@ -22,5 +22,8 @@ class SFTMethod(DistillationMethod):
         device = hidden.device if hidden is not None else None
         return {"kd_loss": torch.zeros((), device=device)}
 
+    def is_active(self) -> bool:
+        return False
+
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return ce_loss

@@ -67,6 +67,9 @@ class EVLDistillConfig(SFTConfig):
         nonfinite_kd_action (`str`, *optional*, defaults to `"error"`):
             What to do when a distillation term is NaN or infinite: `"error"` raises naming the step and the term;
             `"skip"` skips the step's update and counts it (`skipped_nonfinite_steps` in the logs).
+        teacher_max_length (`int`, *optional*):
+            Longest teacher view in tokens (image tokens included); longer samples are cut after their image or
+            dropped (counted). `None` never truncates the teacher view. PULSE's Vicuna context is 4096.
         teacher_chat_template (`str`, *optional*):
             Name (`"llava_v1"`, `"qwen_vl"`) or Jinja text of the teacher's conversation template, when its
             processor carries none.
@@ -148,6 +151,9 @@ class EVLDistillConfig(SFTConfig):
         default="error",
         metadata={"help": "On a NaN/inf distillation term: 'error' (raise, naming step and term) or 'skip' the step."},
     )
+    teacher_max_length: int | None = field(
+        default=None, metadata={"help": "Longest teacher view in tokens (None: no truncation)."}
+    )
     teacher_chat_template: str | None = field(
         default=None,
         metadata={"help": "Teacher conversation template name ('llava_v1', 'qwen_vl') or Jinja text."},
@@ -191,6 +197,8 @@ class EVLDistillConfig(SFTConfig):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
+        if self.teacher_max_length is not None and self.teacher_max_length < 1:
+            raise ValueError(f"`teacher_max_length` must be >= 1, got {self.teacher_max_length}.")
         if self.dskd_projector_lr <= 0:
             raise ValueError(f"`dskd_projector_lr` must be > 0, got {self.dskd_projector_lr}.")
         for name in ("mhca_num_heads", "mlot_topk", "mlot_sinkhorn_iters", "emkd_topk"):

@@ -68,7 +68,8 @@ def build_model_card(trainer: Any, model_name: str, dataset_name: str | None = N
     student = unwrap_hf_model(trainer.model)
     base_student = _model_id(student)
     teacher = unwrap_hf_model(trainer.teacher_model) if trainer.teacher_model is not None else None
-    teacher_name = _model_id(teacher) if teacher is not None else args.teacher_model_name_or_path
+    teacher_name = (_model_id(teacher) if teacher is not None else None) or trainer._teacher_name
+    teacher_name = teacher_name or args.teacher_model_name_or_path
     teacher_kwargs = args.teacher_model_init_kwargs if isinstance(args.teacher_model_init_kwargs, dict) else {}
     teacher_revision = teacher_kwargs.get("revision") or getattr(getattr(teacher, "config", None), "_commit_hash", None)
 

@@ -129,6 +129,7 @@ class EVLDistillTrainer(SFTTrainer):
         # Teacher: frozen, eval mode, no gradients.
         teacher = None
         teacher_adapter = None
+        teacher_path = None
         if method_cls.needs_teacher:
             if teacher_model is None:
                 teacher_model = args.teacher_model_name_or_path
@@ -137,7 +138,7 @@ class EVLDistillTrainer(SFTTrainer):
                     f"kd_method={args.kd_method!r} needs a teacher: pass `teacher_model=` or set "
                     "`teacher_model_name_or_path` in the config."
                 )
-            teacher_path = (
+            teacher_path: str | None = (
                 teacher_model if isinstance(teacher_model, str) else getattr(teacher_model.config, "_name_or_path", "")
             )
             if isinstance(teacher_model, str):
@@ -167,6 +168,7 @@ class EVLDistillTrainer(SFTTrainer):
                 processing_class,
                 teacher_processor=teacher_processing_class if teacher is not None else None,
                 max_length=args.max_length,
+                teacher_max_length=args.teacher_max_length,
             )
         # The collator needs the raw `messages`/`images` columns.
         args.remove_unused_columns = False
@@ -191,18 +193,17 @@ class EVLDistillTrainer(SFTTrainer):
         teacher_dims = teacher_adapter.dims if teacher is not None else student_dims
         method = method_cls(args, student_dims, teacher_dims)
         self._check_layers(method)
-        device = next(hf_student.parameters()).device
-        method.to(device)
-        hf_student.add_module(KD_MODULE_NAME, method)
         self.kd_method = method
+        if method.is_active():
+            method.to(next(hf_student.parameters()).device)
+            hf_student.add_module(KD_MODULE_NAME, method)
         self._kd_hf_student = hf_student
         self._pending_terms: dict[str, torch.Tensor] | None = None
         self.skipped_nonfinite_steps = 0
 
-        if teacher is not None:
-            self.teacher_model = self._prepare_teacher(teacher)
-        else:
-            self.teacher_model = None
+        # An inactive method (alpha = 0, ...) never reads the teacher: do not spend memory placing it.
+        self.teacher_model = self._prepare_teacher(teacher) if teacher is not None and method.is_active() else None
+        self._teacher_name = teacher_path if teacher is not None else None
 
     # ----------------------------------------------------------------------------------------------- setup
     @staticmethod
@@ -257,7 +258,7 @@ class EVLDistillTrainer(SFTTrainer):
         opt_model = self.model if model is None else model
         if self.optimizer is not None:
             return self.optimizer
-        kd_ids = {id(p) for p in self.kd_method.parameters()}
+        kd_ids = {id(p) for p in self.kd_method.parameters()} if self._kd_active() else set()
         # DSKD's projectors have their own learning rate in its paper; every other method's modules use the
         # aligner ("projector") learning rate of the paper's Tables 2-3.
         aligner_lr = self.args.dskd_projector_lr if self.args.kd_method == "dskd" else self.args.aligner_learning_rate
@@ -279,7 +280,8 @@ class EVLDistillTrainer(SFTTrainer):
 
     # -------------------------------------------------------------------------------------------- the loss
     def _kd_active(self) -> bool:
-        return self.kd_method.needs_teacher and self.args.alpha > 0 and self.teacher_model is not None
+        # An inactive method (alpha = 0, or a baseline whose own weight is 0) is plain SFT: no teacher forward.
+        return self.teacher_model is not None and self.kd_method.is_active()
 
     def compute_loss(
         self,
@@ -448,13 +450,22 @@ class EVLDistillTrainer(SFTTrainer):
             tensors = {k: v.detach().contiguous().cpu() for k, v in aligner_state.items()}
             save_file(tensors, os.path.join(output_dir, ALIGNER_WEIGHTS_NAME), metadata={"format": "pt"})
 
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        # The aligners are restored from their own file just after: their absence from the student's weights
+        # is expected and must not be reported as missing keys.
+        marker = f"{KD_MODULE_NAME}."
+        missing = getattr(load_result, "missing_keys", None)
+        if missing:
+            load_result.missing_keys[:] = [k for k in missing if marker not in k]
+        super()._issue_warnings_after_load(load_result)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, ALIGNER_WEIGHTS_NAME)
         if self.is_deepspeed_enabled:
             return  # the DeepSpeed checkpoint holds the whole module, aligners included
         if not os.path.isfile(path):
-            if len(list(self.kd_method.parameters())):
+            if self._kd_active() and len(list(self.kd_method.parameters())):
                 raise FileNotFoundError(
                     f"Checkpoint {resume_from_checkpoint} has no {ALIGNER_WEIGHTS_NAME}: the aligner weights "
                     "cannot be restored."
