@@ -8,8 +8,9 @@ Timing: one warm-up run, then the median (and min) of ``--repeats`` forward+back
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` minus the allocation before the timed runs
 (inputs and weights excluded). On CPU, the growth of the process's peak resident set: the kernel's
 high-water mark ``VmHWM`` is reset through ``/proc/self/clear_refs`` (write "5") after the inputs are
-built, and ``VmHWM - VmRSS`` (before) is reported; it includes allocator slack, so read it as an
-upper bound. Prints a markdown table.
+built, and ``VmHWM - VmRSS`` (before) is reported; each case runs in its own interpreter
+(``--isolate``, the CPU default) so memory an earlier case freed but the allocator kept cannot hide
+a later case's growth. It includes allocator slack: read it as an upper bound. Prints a markdown table.
 
     python benchmarks/bench_losses.py --device cpu --repeats 3
     python benchmarks/bench_losses.py --device cuda --repeats 10
@@ -20,8 +21,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,6 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=["auto", "float32", "bfloat16"],
         help="input/weight dtype; auto = bfloat16 on cuda (the paper trains in bf16), float32 on cpu",
     )
+    parser.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one subprocess per case (default: on for CPU full runs, where peak RSS needs a fresh process)",
+    )
+    parser.add_argument("--only", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
@@ -183,15 +194,30 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)
 
+    cases = paper_cases(args.quick)
+    if args.only is not None:  # worker mode of --isolate: one case, one JSON line
+        print(json.dumps(run_case(cases[args.only], device, dtype, args.repeats)))
+        return 0
+    isolate = args.isolate if args.isolate is not None else (device.type == "cpu" and not args.quick)
+
     print(f"# EVL-ECG loss terms, forward+backward ({machine_description(device)}, {dtype_name})\n")
     memory = "peak alloc growth (MiB)" if device.type == "cuda" else "peak RSS growth (MiB)"
     print(f"| term | shape | median (ms) | min (ms) | {memory} |")
     print("|---|---|---:|---:|---:|")
-    for case in paper_cases(args.quick):
-        r = run_case(case, device, dtype, args.repeats)
+    for index, case in enumerate(cases):
+        r = _run_isolated(index, args, dtype_name) if isolate else run_case(case, device, dtype, args.repeats)
         peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
         print(f"| {case.term} | {case.shape} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {peak} |", flush=True)
     return 0
+
+
+def _run_isolated(index: int, args: argparse.Namespace, dtype_name: str) -> dict[str, float | str | None]:
+    """Run one case in a fresh interpreter, so memory freed (but kept by the allocator) by an earlier
+    case cannot hide this one's peak RSS growth."""
+    cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats)]
+    cmd += ["--dtype", dtype_name, "--only", str(index)] + (["--quick"] if args.quick else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

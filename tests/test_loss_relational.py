@@ -143,16 +143,16 @@ def test_checkpointed_blocks_keep_less_memory_than_one_block():
     student = torch.randn(1, 256, 8, requires_grad=True)
 
     def saved_bytes(block_size: int) -> int:
-        total = 0
+        saved: dict[tuple[int, int], int] = {}  # unique storages: a tensor saved by several ops counts once
 
         def pack(t: torch.Tensor) -> torch.Tensor:
-            nonlocal total
-            total += t.numel() * t.element_size()
+            saved[(t.untyped_storage().data_ptr(), t.numel())] = t.numel() * t.element_size()
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             relational_loss(teacher, student, block_size=block_size)
-        return total
+        return sum(saved.values())
 
     full, chunked = saved_bytes(256), saved_bytes(16)
-    assert chunked < full / 4
+    # One block keeps several 256 x 256 matrices (256 KiB each); checkpointed blocks keep ~the inputs.
+    assert full > 4 * 256 * 256 * 4 and chunked < full / 8

@@ -62,6 +62,23 @@ def _distance_sum(centered: torch.Tensor, start: int, stop: int) -> torch.Tensor
     return _distance_rows(centered, start, stop).sum()
 
 
+def _potential_sums(
+    d_t: torch.Tensor,
+    d_s: torch.Tensor,
+    t_unit: torch.Tensor,
+    s_unit: torch.Tensor,
+    t_scale: torch.Tensor,
+    s_scale: torch.Tensor,
+    start: int,
+    stop: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sums over rows ``start:stop`` of ``(psi_D^T - psi_D^S)^2`` and ``(psi_A^T - psi_A^S)^2``, given the
+    raw distance rows ``d_t``/``d_s`` of those rows."""
+    psi_a_t = t_unit[start:stop] @ t_unit.T
+    psi_a_s = s_unit[start:stop] @ s_unit.T
+    return (d_t / t_scale - d_s / s_scale).pow(2).sum(), (psi_a_t - psi_a_s).pow(2).sum()
+
+
 def _block_terms(
     t_centered: torch.Tensor,
     s_centered: torch.Tensor,
@@ -72,12 +89,10 @@ def _block_terms(
     start: int,
     stop: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums over rows ``start:stop`` and all columns of ``(psi_D^T - psi_D^S)^2`` and ``(psi_A^T - psi_A^S)^2``."""
-    psi_d_t = _distance_rows(t_centered, start, stop) / t_scale
-    psi_d_s = _distance_rows(s_centered, start, stop) / s_scale
-    psi_a_t = t_unit[start:stop] @ t_unit.T
-    psi_a_s = s_unit[start:stop] @ s_unit.T
-    return (psi_d_t - psi_d_s).pow(2).sum(), (psi_a_t - psi_a_s).pow(2).sum()
+    """:func:`_potential_sums` for one row block, recomputing its distances (the checkpointed path)."""
+    d_t = _distance_rows(t_centered, start, stop)
+    d_s = _distance_rows(s_centered, start, stop)
+    return _potential_sums(d_t, d_s, t_unit, s_unit, t_scale, s_scale, start, stop)
 
 
 def _run(fn: Callable[..., Any], *args: Any, use_checkpoint: bool) -> Any:
@@ -85,25 +100,33 @@ def _run(fn: Callable[..., Any], *args: Any, use_checkpoint: bool) -> Any:
     return checkpoint(fn, *args, use_reentrant=False) if use_checkpoint else fn(*args)
 
 
+def _scale(total: torch.Tensor, n: int) -> torch.Tensor:
+    """RKD normaliser: mean distance over the n(n-1) off-diagonal pairs, 1 where it is 0 (no division by 0:
+    one position or all positions identical, where psi_D is all zeros anyway)."""
+    mean = total / max(n * (n - 1), 1)
+    return torch.where(mean > 0, mean, torch.ones_like(mean))
+
+
 def _sample_sums(t: torch.Tensor, s: torch.Tensor, block_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Unnormalised sums of the squared potential differences for one sample's valid rows."""
     n = t.shape[0]
-    chunked = block_rows < n
-    use_ckpt = chunked and torch.is_grad_enabled() and (t.requires_grad or s.requires_grad)
-    blocks = [(i, min(i + block_rows, n)) for i in range(0, n, block_rows)]
     t_c, s_c = t - t.mean(0), s - s.mean(0)
-    off_diagonal = max(n * (n - 1), 1)
-    scales = []
-    for centered in (t_c, s_c):
-        total = sum(_run(_distance_sum, centered, a, b, use_checkpoint=use_ckpt) for a, b in blocks)
-        mean = total / off_diagonal
-        # mu = 0 (one position, or all identical): psi_D is then all zeros; divide by 1, not by 0.
-        scales.append(torch.where(mean > 0, mean, torch.ones_like(mean)))
     t_u, s_u = l2_normalize(t), l2_normalize(s)
+    if block_rows >= n:
+        # One block: the distance matrices are computed once and reused for their own mean.
+        d_t, d_s = _distance_rows(t_c, 0, n), _distance_rows(s_c, 0, n)
+        return _potential_sums(d_t, d_s, t_u, s_u, _scale(d_t.sum(), n), _scale(d_s.sum(), n), 0, n)
+    # Several blocks: the normaliser needs every distance before any psi_D, so distances are computed in
+    # a first pass (sums only) and again per block; checkpointing keeps autograd from storing them.
+    use_ckpt = torch.is_grad_enabled() and (t.requires_grad or s.requires_grad)
+    blocks = [(i, min(i + block_rows, n)) for i in range(0, n, block_rows)]
+    t_scale, s_scale = (
+        _scale(sum(_run(_distance_sum, c, a, b, use_checkpoint=use_ckpt) for a, b in blocks), n) for c in (t_c, s_c)
+    )
     sum_d = t.new_zeros(())
     sum_a = t.new_zeros(())
     for a, b in blocks:
-        d, ang = _run(_block_terms, t_c, s_c, t_u, s_u, scales[0], scales[1], a, b, use_checkpoint=use_ckpt)
+        d, ang = _run(_block_terms, t_c, s_c, t_u, s_u, t_scale, s_scale, a, b, use_checkpoint=use_ckpt)
         sum_d, sum_a = sum_d + d, sum_a + ang
     return sum_d, sum_a
 
