@@ -170,3 +170,9 @@ def test_l2_normalize_zero_vector_has_finite_gradient():
     assert (y == 0).all() and torch.isfinite(x.grad).all()
     z = torch.tensor([3.0, 4.0])
     assert torch.allclose(l2_normalize(z), torch.tensor([0.6, 0.8]))
+
+
+def test_unconverged_solver_warns():
+    t, s = torch.randn(1, 30, 16), torch.randn(1, 7, 16)
+    with pytest.warns(RuntimeWarning, match="did not reach marginal error"):
+        sinkhorn_ot_loss(t, s, tol=1e-12, max_iter=0)

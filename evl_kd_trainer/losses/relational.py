@@ -12,7 +12,8 @@ differ between teacher and student: only L x L relations are compared.
 
 Memory: pairwise work is done in row blocks of the L x L matrices (never an L x L x D difference
 tensor); when L needs several blocks, each block runs under activation checkpointing, so what autograd
-keeps is O(block x L) instead of a dozen L x L matrices (recomputed in backward, ~1.5x the matmuls).
+keeps is O(block x L) instead of a dozen L x L matrices. The price is recomputation in backward, about
+2x the matmuls of a single block; pass ``block_size=L`` to trade that memory for speed.
 """
 
 from __future__ import annotations
