@@ -176,3 +176,12 @@ def test_unconverged_solver_warns():
     t, s = torch.randn(1, 30, 16), torch.randn(1, 7, 16)
     with pytest.warns(RuntimeWarning, match="did not reach marginal error"):
         sinkhorn_ot_loss(t, s, tol=1e-12, max_iter=0)
+
+
+def test_plan_without_normalisation_handles_identical_points():
+    # All points equal: zero diameter would crash GeomLoss; the plan is the independent coupling.
+    plan = sinkhorn_plan(torch.ones(4, 3), torch.ones(2, 3), normalize=False)
+    assert torch.allclose(plan, torch.full((4, 2), 1 / 8), atol=1e-6)
+    # Far-apart unnormalised points: rows and columns still sum to the uniform weights.
+    plan = sinkhorn_plan(2 * torch.randn(6, 3), 2 * torch.randn(3, 3), epsilon=1.0, normalize=False)
+    assert (plan.sum(1) - 1 / 6).abs().sum() <= 1e-3 and (plan.sum(0) - 1 / 3).abs().sum() <= 1e-3
