@@ -6,8 +6,10 @@ Two cases need more than the Auto classes:
   :class:`evl_kd_trainer.models.llava_flat.LlavaNextFlatForConditionalGeneration` (flat packing of
   ``(1 + crops) * patches`` tokens, as PULSE was trained); the stock class would unpad and add
   newline tokens, i.e. silently change the teacher.
-* Our image-only Qwen-VL processors (no torchvision) are unknown to ``AutoProcessor``, which then
-  falls back to returning the bare tokenizer; they are reloaded by class instead.
+* Our own processors are unknown to ``AutoProcessor``, which then falls back to returning the bare
+  tokenizer (or, for a flat LLaVA-NeXT folder, could pick the stock processor with the wrong token
+  count); they are reloaded by the class name saved with them: the image-only Qwen-VL processors (no
+  torchvision) and :class:`~evl_kd_trainer.models.llava_flat.LlavaNextFlatProcessor`.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ def load_model(path_or_name: str | os.PathLike[str], **kwargs: Any) -> PreTraine
     return cls.from_pretrained(path_or_name, config=config, **kwargs)
 
 
-def _image_only_processor_classes() -> dict[str, type]:
+def _own_processor_classes() -> dict[str, type]:
+    from evl_kd_trainer.models.llava_flat import LlavaNextFlatProcessor
     from evl_kd_trainer.testing.qwen import Qwen2VLImageOnlyProcessor, Qwen3VLImageOnlyProcessor
 
-    return {cls.__name__: cls for cls in (Qwen3VLImageOnlyProcessor, Qwen2VLImageOnlyProcessor)}
+    return {cls.__name__: cls for cls in (Qwen3VLImageOnlyProcessor, Qwen2VLImageOnlyProcessor, LlavaNextFlatProcessor)}
 
 
 def _saved_processor_class(path: str | os.PathLike[str]) -> str | None:
@@ -62,10 +65,10 @@ def _saved_processor_class(path: str | os.PathLike[str]) -> str | None:
 
 
 def load_processor(path_or_name: str | os.PathLike[str], **kwargs: Any) -> Any:
-    """Load the processor saved with a model: our image-only Qwen-VL processors by class, others by
-    ``AutoProcessor``."""
+    """Load the processor saved with a model: our own processors (image-only Qwen-VL, flat LLaVA-NeXT) by
+    class, others by ``AutoProcessor``."""
     saved = _saved_processor_class(path_or_name) if Path(path_or_name).is_dir() else None
-    own = _image_only_processor_classes()
+    own = _own_processor_classes()
     if saved in own:
         return own[saved].from_pretrained(path_or_name, **kwargs)
     return AutoProcessor.from_pretrained(path_or_name, **kwargs)
