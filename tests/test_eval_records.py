@@ -1,0 +1,115 @@
+"""Reading ECG-Bench-style split files: JSON, JSONL and parquet (embedded images), and clear errors for bad files."""
+
+import io
+import json
+
+import pytest
+
+from evl_kd_trainer.eval.records import RecordError, read_split
+from evl_kd_trainer.testing import make_ecg_like_image
+
+
+def _record(index, image="images/0.png", question="What are the superclasses?", answer="NORM"):
+    return {
+        "id": f"r{index}",
+        "image": image,
+        "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+    }
+
+
+@pytest.fixture
+def split_dir(tmp_path):
+    (tmp_path / "images").mkdir()
+    make_ecg_like_image(0).save(tmp_path / "images" / "0.png")
+    return tmp_path
+
+
+def test_json_records_resolve_images_against_the_file_folder(split_dir):
+    path = split_dir / "ptb.json"
+    path.write_text(json.dumps([_record(0), _record(1, answer="MI, STTC"), _record(2)]))
+    loaded = read_split(path)
+    assert [record.id for record in loaded.records] == ["r0", "r1", "r2"]
+    assert loaded.records[1].reference == "MI, STTC"
+    assert loaded.records[0].prompt == "What are the superclasses?"
+    assert loaded.records[0].image == str(split_dir / "images" / "0.png")
+    assert [record.index for record in read_split(path, max_samples=2).records] == [0, 1]
+
+
+def test_jsonl_with_an_image_root(split_dir, tmp_path_factory):
+    other = tmp_path_factory.mktemp("elsewhere")
+    path = other / "csn.jsonl"
+    path.write_text("\n".join(json.dumps(_record(i, answer="A")) for i in range(3)) + "\n\n")
+    loaded = read_split(path, image_root=split_dir)
+    assert len(loaded.records) == 3 and loaded.records[2].image == str(split_dir / "images" / "0.png")
+
+
+def test_parquet_with_embedded_images(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    make_ecg_like_image(3).save(buffer, format="PNG")
+    rows = [
+        {**_record(i, answer=["yes"][0]), "image": {"bytes": buffer.getvalue(), "path": f"{i}.png"}, "extra": i}
+        for i in range(4)
+    ]
+    path = tmp_path / "test-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    loaded = read_split(path, max_samples=3)
+    assert len(loaded.records) == 3
+    assert loaded.records[0].image == {"bytes": buffer.getvalue(), "path": "0.png"}
+
+    pq.write_table(pa.Table.from_pylist([{"id": "x", "conversations": rows[0]["conversations"]}]), path)
+    with pytest.raises(RecordError, match=r"test-00000-of-00001.parquet: missing column\(s\) \['image'\]"):
+        read_split(path)
+
+
+def test_missing_images_fail_or_are_skipped_and_listed(split_dir):
+    path = split_dir / "g12.json"
+    path.write_text(json.dumps([_record(0, answer="A"), _record(1, image="images/missing.png", answer="B")]))
+    with pytest.raises(RecordError, match=r"record 'r1' \(#1\): image file not found: .*missing.png"):
+        read_split(path)
+    loaded = read_split(path, missing_images="skip")
+    assert [record.id for record in loaded.records] == ["r0"]
+    assert loaded.skipped[0][0] == "r1" and "missing.png" in loaded.skipped[0][1]
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([{"id": "a", "conversations": []}], r"record 'a' \(#0\): missing key\(s\) \['image'\]"),
+        (
+            [{**_record(0), "conversations": [{"from": "human", "value": "q"}]}],
+            r"one human question and one gpt answer",
+        ),
+        (
+            [{**_record(0), "conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]}],
+            r"turn 0 must be \{'from': 'human'",
+        ),
+        ([{**_record(0), "image": 5}], r"'image' must be a path"),
+        ({"not": "a list"}, r"expected a JSON list of records"),
+    ],
+)
+def test_malformed_records_name_the_file_and_record(split_dir, records, message):
+    path = split_dir / "bad.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(RecordError, match=message):
+        read_split(path)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="split file not found"):
+        read_split(tmp_path / "nope.json")
+    (tmp_path / "split.csv").write_text("id\n")
+    with pytest.raises(RecordError, match=r"expected a \.parquet, \.json or \.jsonl file"):
+        read_split(tmp_path / "split.csv")
+    (tmp_path / "empty.json").write_text("[]")
+    with pytest.raises(RecordError, match="no record to evaluate"):
+        read_split(tmp_path / "empty.json")
+    good = json.dumps(_record(0, image=None))
+    (tmp_path / "broken.jsonl").write_text(good + "\n{oops\n")
+    with pytest.raises(RecordError, match="line 2 is not valid JSON"):
+        read_split(tmp_path / "broken.jsonl")
+    (tmp_path / "x.json").write_text("[]")
+    with pytest.raises(ValueError, match="missing_images must be one of"):
+        read_split(tmp_path / "x.json", missing_images="ignore")
