@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from evl_kd_trainer.ecg.layouts import LAYOUTS
 
@@ -31,6 +32,27 @@ def add_render_arguments(parser: argparse.ArgumentParser, default_layout: str = 
     group.add_argument("--size", type=parse_size, default=None, help="picture size WIDTHxHEIGHT (overrides --dpi)")
     group.add_argument("--dpi", type=float, default=100.0, help="pixels per inch of paper (default 100)")
     group.add_argument("--augment-prob", type=float, default=0.0, help="chance a training picture is augmented")
+
+
+def add_conversion_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("conversion")
+    group.add_argument("--seed", type=int, default=0, help="seed of augmentations (and of the CODE-15%% split)")
+    group.add_argument(
+        "--question-types", type=parse_list, default=["closed", "mcq"], help="train/val questions: closed,mcq"
+    )
+    group.add_argument("--limit", type=int, default=None, help="convert only the first N records")
+    group.add_argument("--skip-invalid", action="store_true", help="count bad records and go on instead of stopping")
+    group.add_argument("--num-workers", type=int, default=0, help="worker processes (default 0: this process)")
+
+
+def report_conversion(report: Any) -> int:
+    """Print a :class:`~evl_kd_trainer.ecg.conversion.ConversionReport`; exit status 0."""
+    print(report.summary())
+    for reason, examples in sorted(report.first_errors.items()):
+        print(f"  skipped {reason} x{report.skipped[reason]}, e.g. {examples[0]}")
+    for name, path in report.files.items():
+        print(f"  {name}: {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,6 +41,7 @@ PTBXL_SUPERCLASS_NAMES: dict[str, str] = {
     "CD": "conduction disturbance",
     "HYP": "hypertrophy",
 }
+PTBXL_MCQ_QUESTION = "Which diagnostic class does this ECG belong to?"
 PTBXL_QUESTION = (
     "Which of the following diagnostic classes does this ECG belong to? Options: "
     + ", ".join(f"{code} ({name})" for code, name in PTBXL_SUPERCLASS_NAMES.items())
@@ -58,6 +59,7 @@ CODE15_LABEL_NAMES: dict[str, str] = {
     "AF": "atrial fibrillation",
 }
 CODE15_NORMAL, CODE15_ABNORMAL = "NORM", "ABNORMAL"
+CODE15_MCQ_QUESTION = "Which of the following does this ECG show?"
 CODE15_QUESTION = (
     "Which of the following abnormalities are present in this ECG? Options: "
     + ", ".join(f"{code} ({name})" for code, name in CODE15_LABEL_NAMES.items())
@@ -115,3 +117,35 @@ def join_labels(labels: Sequence[str], order: Sequence[str]) -> str:
     if unknown:
         raise ValueError(f"Unknown label(s) {unknown}; expected among {list(order)}.")
     return ", ".join(label for label in order if label in labels)
+
+
+def label_records(
+    base_id: str,
+    image: str,
+    labels: Sequence[str],
+    *,
+    split: str,
+    question: str,
+    order: Sequence[str],
+    mcq_question: str,
+    mcq_names: dict[str, str],
+    question_types: Sequence[str] = ("closed",),
+) -> list[dict[str, Any]]:
+    """Records for a labelled ECG (PTB-XL superclasses, CODE-15% labels).
+
+    The test split gets one closed-ended record with id ``base_id`` whose answer lists the labels
+    (ECG-Bench's ptb-test / code15-test shape). Other splits get a ``-closed`` record and, for
+    ``"mcq"`` when the ECG has exactly one label among ``mcq_names``, a ``-mcq`` record whose options
+    are every label of ``mcq_names`` (``"MI (myocardial infarction)"``) and whose answer is a letter.
+    """
+    answer = join_labels(labels, order)
+    if split == "test":
+        return [make_record(base_id, image, question, answer)]
+    out = []
+    if "closed" in question_types:
+        out.append(make_record(f"{base_id}-closed", image, question, answer))
+    if "mcq" in question_types and len(labels) == 1 and labels[0] in mcq_names:
+        options = [f"{code} ({name})" for code, name in mcq_names.items()]
+        text, letter = multiple_choice(mcq_question, options, f"{labels[0]} ({mcq_names[labels[0]]})")
+        out.append(make_record(f"{base_id}-mcq", image, text, letter))
+    return out
