@@ -1,0 +1,11 @@
+"""``evl-kd evaluate``: the recipe-driven script :mod:`evl_kd_trainer.scripts.evaluate`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from evl_kd_trainer.scripts.evaluate import main as evaluate_main
+
+    return evaluate_main(argv)
