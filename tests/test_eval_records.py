@@ -113,3 +113,23 @@ def test_bad_files(tmp_path):
     (tmp_path / "x.json").write_text("[]")
     with pytest.raises(ValueError, match="missing_images must be one of"):
         read_split(tmp_path / "x.json", missing_images="ignore")
+
+
+def test_the_synthetic_generators_test_split_reads_and_scores(tmp_path):
+    """Contract with `evl_kd_trainer.ecg`: its multiple-choice test split is a valid `synthetic` split."""
+    from evl_kd_trainer.ecg.synthetic import make_synthetic_dataset
+    from evl_kd_trainer.eval import score_ecgbench
+    from evl_kd_trainer.eval.parsing import parse_options
+
+    paths = make_synthetic_dataset(
+        tmp_path, n_train=0, n_test=4, image_size=(112, 112), layout="1x1", shuffle_options=True, duration=2.0
+    )
+    records = read_split(paths["test"]).records
+    prompts = [record.prompt for record in records]
+    references = [record.reference for record in records]
+    option_texts = [parse_options(prompt)[letter] for prompt, letter in zip(prompts, references)]
+    assert score_ecgbench("synthetic", references, references, prompts)["accuracy"] == 100.0
+    scores = score_ecgbench("synthetic", option_texts, references, prompts)
+    assert scores["accuracy"] == 100.0 and scores["unparsed"] == 0
+    manifest = json.loads(open(paths["manifest"]).read())
+    assert sorted(scores["per_class"]) == sorted(cls["name"] for cls in manifest["classes"])
