@@ -1,4 +1,4 @@
-"""Score models on ECG-Bench splits and write the paper's Table 1 (results.md), results.json, a per-class chart:
+r"""Score models on ECG-Bench splits and write the paper's Table 1 (results.md), results.json, a per-class chart:
 
     python examples/evaluate.py --model_name_or_path checkpoints/evl-ecg-2b checkpoints/pulse-7b-hf \
         --model_names EVL-ECG PULSE-7B --splits ptb-xl-super code15 ecgqa cpsc2018 csn g12ec mmmu-ecg \

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from evl_kd_trainer.cli import main as evl_kd_main
 from evl_kd_trainer.eval import read_split, score_ecgbench
 from evl_kd_trainer.eval.generate import BatchGenerator, resolve_chat_template
 from evl_kd_trainer.eval.records import RecordError
@@ -185,8 +186,8 @@ def test_example_script_from_a_recipe_writes_consistent_outputs(workspace, tmp_p
 def test_script_checks_arguments_before_loading_a_model(workspace, tmp_path):
     model = str(workspace / "qwen")
     data = str(workspace / "synthetic.json")
-    with pytest.raises(ValueError, match="Unknown ECG-Bench split 'ptbxl'"):
-        evaluate_main(["--model_name_or_path", model, "--splits", "ptbxl", "--data_files", data])
+    with pytest.raises(ValueError, match="Unknown ECG-Bench split 'ptbxl'"):  # through the `evl-kd` dispatcher
+        evl_kd_main(["evaluate", "--model_name_or_path", model, "--splits", "ptbxl", "--data_files", data])
     with pytest.raises(ValueError, match=r"`data_files` needs one file per split: 2 split\(s\), 1 file\(s\)"):
         evaluate_main(["--model_name_or_path", model, "--splits", "csn", "g12ec", "--data_files", data])
     with pytest.raises(FileNotFoundError, match=r"`data_files`: no such file for split 'csn'"):

@@ -1,11 +1,12 @@
-"""Score one or several VLMs on ECG-Bench-style splits (the paper's Table 1), from a recipe.
+r"""Score one or several VLMs on ECG-Bench-style splits (the paper's Table 1), from a recipe or the command line.
 
-    python examples/evaluate.py --recipe recipes/evaluate_ecgbench.yaml
-    evl-kd evaluate --model_name_or_path checkpoints/evl-ecg-2b --splits ptb-xl-super --data_files ptb-test.json
+    evl-kd evaluate --model_name_or_path checkpoints/evl-ecg-2b checkpoints/pulse-7b-hf \
+        --splits ptb-xl-super csn --data_files data/ECGBench/ptb-test.json data/ECGBench/csn-test-no-cot.json \
+        --image_root data/ECGBench/images --output_dir eval_results
 
-Any field of `EvalArguments` can be set in the recipe and overridden on the command line. Writes
-`results.json`, `results.md` (Table 1 layout), `per_class.png` and `predictions/<model>/<split>.jsonl`
-to `output_dir`.
+Any field of `EvalArguments` can be set in a YAML recipe (`--recipe PATH`) and overridden on the command
+line. Writes `results.json`, `results.md` (Table 1 layout), `per_class.png` and
+`predictions/<model>/<split>.jsonl` to `output_dir`.
 """
 
 from __future__ import annotations
