@@ -1,1 +1,35 @@
-"""ECG data tooling: render signals as ECGInstruct-style pictures, synthesise a dataset, convert PTB-XL / CODE-15%."""
+"""ECG data tooling: render signals as ECGInstruct-style pictures, synthesise a dataset, convert PTB-XL / CODE-15%.
+
+Names are imported lazily, so ``evl-kd make-synthetic --help`` does not pay for pandas, wfdb or h5py.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY_EXPORTS: dict[str, str] = {
+    "render_ecg": "evl_kd_trainer.ecg.render",
+    "PageGeometry": "evl_kd_trainer.ecg.render",
+    "PaperStyle": "evl_kd_trainer.ecg.render",
+    "Layout": "evl_kd_trainer.ecg.layouts",
+    "LAYOUTS": "evl_kd_trainer.ecg.layouts",
+    "STANDARD_LEADS": "evl_kd_trainer.ecg.leads",
+    "AugmentConfig": "evl_kd_trainer.ecg.augment",
+    "Augmentation": "evl_kd_trainer.ecg.augment",
+    "simulate_ecg": "evl_kd_trainer.ecg.simulate",
+    "RHYTHM_CLASSES": "evl_kd_trainer.ecg.simulate",
+    "make_synthetic_dataset": "evl_kd_trainer.ecg.synthetic",
+    "convert_ptbxl": "evl_kd_trainer.ecg.ptbxl",
+    "convert_code15": "evl_kd_trainer.ecg.code15",
+    "ConversionError": "evl_kd_trainer.ecg.conversion",
+    "ConversionReport": "evl_kd_trainer.ecg.conversion",
+}
+
+__all__ = list(_LAZY_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_EXPORTS:
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+    raise AttributeError(f"module 'evl_kd_trainer.ecg' has no attribute {name!r}")

@@ -186,7 +186,7 @@ def render_ecg(
             _draw_label(draw, panel, render_ppm, style)
 
     if s > 1:
-        image = image.resize((geometry.width_px, geometry.height_px), Image.Resampling.BOX)
+        image = image.reduce(s)  # box average over s x s blocks: the canvas is exactly s times the picture
     if augmentation is not None:
         image = apply_augmentation(image, augmentation, style.paper)
     return (image, geometry) if return_geometry else image
