@@ -31,10 +31,11 @@ from transformers import (
 
 from evl_kd_trainer.cli import main as evl_kd_main
 from evl_kd_trainer.convert import ConversionError, convert_llava_checkpoint, map_llava_key
+from evl_kd_trainer.data.collator import DualViewCollator
 from evl_kd_trainer.data.templates import LLAVA_V1_CHAT_TEMPLATE
-from evl_kd_trainer.models import capture_features, get_adapter, load_model, load_processor
+from evl_kd_trainer.models import capture_features, get_adapter, load_model, load_processor, teacher_features
 from evl_kd_trainer.models.llava_flat import LlavaNextFlatForConditionalGeneration, LlavaNextFlatProcessor
-from evl_kd_trainer.testing import build_tiny_llama_tokenizer, make_ecg_like_image
+from evl_kd_trainer.testing import build_tiny_llama_tokenizer, build_tiny_qwen3_vl, make_ecg_like_image
 
 CROP, PATCH = 42, 14
 SIDE = CROP // PATCH  # 3 -> 9 tokens per crop
@@ -371,6 +372,21 @@ def test_pytorch_bin_shards_convert_like_safetensors(tmp_path, clip_dir):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_unused_tensors_are_dropped(tmp_path, clip_dir):
+    """A flat checkpoint may carry an image_newline (never used by flat packing) and old rotary buffers."""
+    raw = write_llava_checkpoint(tmp_path / "src", newline=True, tower=str(clip_dir))
+    buffer = "model.layers.0.self_attn.rotary_emb.inv_freq"
+    save_file({buffer: torch.ones(8)}, str(tmp_path / "src" / "extra.safetensors"))
+    index = json.loads((tmp_path / "src" / "model.safetensors.index.json").read_text())
+    index["weight_map"][buffer] = "extra.safetensors"
+    (tmp_path / "src" / "model.safetensors.index.json").write_text(json.dumps(index))
+    result = convert_llava_checkpoint(tmp_path / "src", tmp_path / "dst")
+    assert sorted(result.dropped_keys) == sorted(["model.image_newline", buffer])
+    assert len(_converted_state(tmp_path / "dst")) == len(raw) - 1
+    _, info = load_model(tmp_path / "dst", output_loading_info=True)
+    assert not any(info.values()), info
+
+
 def _drop_shard(folder: Path) -> None:
     (folder / "model-00002-of-00002.safetensors").unlink()
 
@@ -466,3 +482,28 @@ def test_cli_converts_with_dtype_and_small_shards(tmp_path, clip_dir, capsys):
 
     assert evl_kd_main(argv) == 1  # the destination is not empty now
     assert "evl-kd convert-llava: error:" in capsys.readouterr().err
+
+
+def test_collator_renders_the_converted_teacher_view_with_flat_counts(flat_case):
+    """The dual-view collator expands each teacher image to the flat count, and the converted teacher's
+    features on that view are one flat block per image."""
+    raw, _, model, processor = flat_case
+    records = [
+        {
+            "id": f"r{i}",
+            "messages": [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is the rhythm?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "sinus rhythm"}]},
+            ],
+            "images": [make_ecg_like_image(i, size)],
+        }
+        for i, size in enumerate([(80, 80), (120, 40)])
+    ]
+    batch = DualViewCollator(build_tiny_qwen3_vl()[1], processor)(records)
+    teacher_view = {k[len("teacher_") :]: v for k, v in batch.items() if k.startswith("teacher_")}
+    assert (teacher_view["input_ids"] == 400).sum(1).tolist() == [5 * 9, 4 * 9]
+    store = teacher_features(model, get_adapter(model), teacher_view)
+    assert [v.shape[0] for v in store.visual] == [45, 36]
+    for image_tokens, record in zip(store.visual, records):
+        expected = llava_flat_pack(raw_crop_features(raw, llava_anyres_pixels(record["images"][0])))
+        torch.testing.assert_close(image_tokens, expected, atol=1e-5, rtol=1e-4)

@@ -73,6 +73,7 @@ def test_flat_token_count_and_features_equal_direct_packing(size, crops):
     assert (height, width) == (size[1], size[0])
     assert flat_num_crops((height, width), model.config.image_grid_pinpoints, (32, 32)) == crops
     assert processor.flat_num_image_tokens(height, width) == n_tokens
+    assert processor._get_num_multimodal_tokens(image_sizes=[[height, width]]).num_image_tokens == [n_tokens]
     # the stock processor's unpad + newline count differs: the flat class is not a no-op
     stock_inputs = _inputs(stock_processor, [[size]])
     assert int((stock_inputs["input_ids"] == processor.image_token_id).sum()) != n_tokens
