@@ -135,7 +135,9 @@ def extract_choice(text: str, letters: str = OPTION_LETTERS, options: Mapping[st
     whole = re.fullmatch(rf"[(\[]?({cls})[)\].:]?", stripped, flags=re.IGNORECASE)
     if whole:
         return whole.group(1).upper()
-    stated = re.findall(rf"(?i:answer|option|choice)(?:\s+(?i:is))?\s*[:\-]?\s*[(\[]?({cls})(?![A-Za-z0-9])", stripped)
+    stated = re.findall(
+        rf"\b(?i:answer|option|choice)(?:\s+(?i:is))?\s*[:\-]?\s*[(\[]?({cls})(?![A-Za-z0-9])", stripped
+    )
     if stated:
         return stated[-1]
     leading = re.match(rf"[(\[]?({cls})[)\].:](?:\s|$)", stripped)

@@ -74,7 +74,7 @@ def markdown_table(results: dict[str, Any], *, reference_compat: bool = False) -
         "| " + " | ".join(metric_row) + " |",
     ]
     for model, entry in results.items():
-        row = [model]
+        row = [model.replace("|", "\\|")]
         for name in splits:
             scores = entry["splits"].get(name)
             metrics = get_split(name).metrics
