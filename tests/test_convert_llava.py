@@ -478,7 +478,11 @@ def test_cli_converts_with_dtype_and_small_shards(tmp_path, clip_dir, capsys):
     assert set(index["weight_map"].values()) == set(shards)
     state = _converted_state(tmp_path / "dst")
     assert {t.dtype for t in state.values()} == {torch.bfloat16}
-    assert type(load_model(tmp_path / "dst")) is LlavaNextFlatForConditionalGeneration
+    config = json.loads((tmp_path / "dst" / "config.json").read_text())
+    assert config["dtype"] == config["text_config"]["dtype"] == config["vision_config"]["dtype"] == "bfloat16"
+    model = load_model(tmp_path / "dst")
+    assert type(model) is LlavaNextFlatForConditionalGeneration
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
     assert evl_kd_main(argv) == 1  # the destination is not empty now
     assert "evl-kd convert-llava: error:" in capsys.readouterr().err

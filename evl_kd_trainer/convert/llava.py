@@ -229,8 +229,9 @@ def _write_weights(
     flat: bool,
     external_vision: Iterator[tuple[str, torch.Tensor]] | None,
 ) -> list[str]:
+    """Stream the source (and external vision) tensors into ``writer`` under the converted names, checking
+    each against the converted model's shapes; return the source keys deliberately left out."""
     dropped: list[str] = []
-
     vision_prefix = _vision_prefix(expected)
 
     def tensors() -> Iterator[tuple[str, str, torch.Tensor]]:
@@ -306,7 +307,8 @@ def convert_llava_checkpoint(
     config = build_llava_next_config(source, text_config, vision_config, image_token_id)
     flat = source.merge_type == "flat"
     target_dtype = dtype or embed.dtype
-    config.dtype = target_dtype
+    for part in (config, config.text_config, config.vision_config):  # what from_pretrained(dtype="auto") reads
+        part.dtype = target_dtype
     expected = _expected_shapes(config, flat)
     external = None if has_vision else _external_vision_tensors(tower_dir, vision_config)  # type: ignore[arg-type]
     if has_vision and tower_dir is not None:
@@ -323,8 +325,10 @@ def convert_llava_checkpoint(
         _build_processor(config, tokenizer, flat).save_pretrained(tmp)
         if (src / "generation_config.json").is_file():
             shutil.copy2(src / "generation_config.json", tmp / "generation_config.json")
-        if dst.exists():
-            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        elif dst.exists():
+            dst.unlink()
         tmp.rename(dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
