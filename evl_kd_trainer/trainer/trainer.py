@@ -18,6 +18,7 @@ Design (paper section 2.4):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from collections.abc import Iterator
@@ -216,10 +217,10 @@ class EVLDistillTrainer(SFTTrainer):
         if isinstance(args, TrainingArguments):
             # Drop-in use: an SFTConfig from an existing script keeps all its values; the distillation fields
             # take the paper's defaults.
-            values = args.to_dict()
-            values["hub_token"] = args.hub_token
-            known = set(EVLDistillConfig.__dataclass_fields__)
-            return EVLDistillConfig(**{k: v for k, v in values.items() if k in known})
+            # (`to_dict` would mask every `*_token` field, so read the fields themselves.)
+            known = {f.name for f in dataclasses.fields(EVLDistillConfig) if f.init}
+            values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in known}
+            return EVLDistillConfig(**values)
         raise TypeError(f"`args` must be an EVLDistillConfig, SFTConfig or TrainingArguments, got {type(args)}.")
 
     @staticmethod
@@ -362,7 +363,16 @@ class EVLDistillTrainer(SFTTrainer):
             ) as store:
                 outputs = inner_forward(*args, **kwargs)
             features = trainer._build_features(store, context)
-            trainer._pending_terms = trainer.kd_method(features)
+            terms = trainer.kd_method(features)
+            trainer._pending_terms = terms
+            if isinstance(outputs, dict) and outputs.get("loss") is not None:
+                # DDP with find_unused_parameters searches the forward's *outputs* for the parameters in use;
+                # the terms are not among them, so the aligners would be declared unused and their gradients
+                # would then arrive in backward ("marked ready twice"). An exact, NaN-proof zero built from
+                # empty slices of the method's parameters connects them to the output (TRL's CE reads the
+                # per-token log-probs, not this field).
+                anchor = sum(p.reshape(-1)[:0].sum() for p in trainer.kd_method.parameters())
+                outputs["loss"] = outputs["loss"] + anchor
             return outputs
 
         target.forward = forward_with_distillation
