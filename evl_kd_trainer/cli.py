@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evl_kd_trainer.eval.cli", "score a model on ECG-Bench-style splits"),
     "convert-llava": ("evl_kd_trainer.convert.cli", "convert an original-LLaVA checkpoint (e.g. PULSE-7B)"),
     "make-synthetic": ("evl_kd_trainer.ecg.cli", "write a synthetic ECGInstruct-style dataset"),
+    "convert-ptbxl": ("evl_kd_trainer.ecg.cli_ptbxl", "convert a PTB-XL archive to ECGInstruct records"),
+    "convert-code15": ("evl_kd_trainer.ecg.cli_code15", "convert a CODE-15% archive to ECGInstruct records"),
 }
 
 

@@ -87,6 +87,8 @@ def test_zero_connected_is_nan_safe_and_differentiable():
 
 def test_all_terms_are_registered():
     assert {"sinkhorn_ot", "mhca", "relational"} <= set(list_losses())
+    # the baselines' losses register on `import evl_kd_trainer.losses`, without importing their modules
+    assert {"uld", "mlot_token", "mlot_sequence", "dskd_kl", "vsd", "vlad"} <= set(list_losses())
 
 
 def test_benchmark_quick_smoke_run():

@@ -120,8 +120,16 @@ def parse_recipe_args(
         # Recipe values become parser defaults, so anything given on the command line wins.
         parser.set_defaults(**recipe)
     try:
+        # Unknown flags are reported before any dataclass is built (a config's own checks would otherwise speak
+        # first); `--help` exits here with status 0, as argparse does.
+        _, unknown = parser.parse_known_args(list(rest))
+        if unknown:
+            raise RecipeError(f"unknown command-line argument(s): {' '.join(unknown)}")
         parsed = parser.parse_args_into_dataclasses(args=list(rest), return_remaining_strings=True)
-    except SystemExit as err:  # argparse already printed what was wrong
+    except SystemExit as err:
+        if not err.code:
+            raise
+        # argparse already printed what was wrong
         raise RecipeError(f"invalid command-line arguments: {' '.join(rest)}") from err
     *outputs, remaining = parsed
     # HfArgumentParser appends a Namespace for the non-dataclass `--recipe` option: keep only the dataclasses.
