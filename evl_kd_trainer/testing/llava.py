@@ -6,7 +6,8 @@ CLS (``vision_feature_select_strategy="default"``), a 2-layer GELU projector, an
 width (96) deliberately differs from the tiny Qwen student's (64), as PULSE's 4096 differs from 2048.
 
 ``**overrides`` are keyword arguments of the top-level config; ``text_config`` / ``vision_config``
-dicts are merged into the tiny defaults.
+dicts are merged into the tiny defaults. ``tokenizer_kwargs`` go to :func:`build_tiny_llama_tokenizer`
+(``vocab_size``, ``extra_corpus``).
 """
 
 from __future__ import annotations
@@ -86,14 +87,14 @@ def _tiny_llava_defaults(tokenizer: Any) -> dict[str, Any]:
 
 
 def build_tiny_llava_next(
-    seed: int = 0, **overrides: Any
+    seed: int = 0, *, tokenizer_kwargs: dict[str, Any] | None = None, **overrides: Any
 ) -> tuple[LlavaNextForConditionalGeneration, LlavaNextProcessor]:
     """A tiny random ``LlavaNextForConditionalGeneration`` with a ``LlavaNextProcessor`` (llava_v1 template).
 
     Crops are 32x32 with 8-pixel patches (16 tokens per crop); the processor's per-image token count
     (unpadded features + newlines + base crop) is what the model's packing produces.
     """
-    tokenizer = build_tiny_llama_tokenizer()
+    tokenizer = build_tiny_llama_tokenizer(**(tokenizer_kwargs or {}))
     size = TINY_CLIP_IMAGE_SIZE
     defaults = {**_tiny_llava_defaults(tokenizer), "image_grid_pinpoints": anyres_grid(size)}
     merged = _merge(defaults, overrides)
@@ -120,9 +121,11 @@ def build_tiny_llava_next(
     return model, processor
 
 
-def build_tiny_llava(seed: int = 0, **overrides: Any) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+def build_tiny_llava(
+    seed: int = 0, *, tokenizer_kwargs: dict[str, Any] | None = None, **overrides: Any
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """A tiny random LLaVA-1.5 (``LlavaForConditionalGeneration``): one 32x32 crop -> 16 visual tokens."""
-    tokenizer = build_tiny_llama_tokenizer()
+    tokenizer = build_tiny_llama_tokenizer(**(tokenizer_kwargs or {}))
     merged = _merge(_tiny_llava_defaults(tokenizer), overrides)
     config = LlavaConfig(**merged)
     torch.manual_seed(seed)

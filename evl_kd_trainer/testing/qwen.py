@@ -133,14 +133,16 @@ def build_tiny_qwen3_vl(
     *,
     min_pixels: int = QWEN3_VL_MIN_PIXELS,
     max_pixels: int = QWEN3_VL_MAX_PIXELS,
+    tokenizer_kwargs: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[Qwen3VLForConditionalGeneration, Qwen3VLImageOnlyProcessor]:
     """A tiny random ``Qwen3VLForConditionalGeneration`` and its image-only processor (deterministic in ``seed``).
 
     The processor's chat template is :data:`QWEN_VL_CHAT_TEMPLATE`; its outputs include
     ``mm_token_type_ids``. Visual tokens per image: ``prod(image_grid_thw) // 4``, 4..16 by default.
+    ``tokenizer_kwargs`` go to :func:`build_tiny_qwen_tokenizer` (``vocab_size``, ``extra_corpus``).
     """
-    tokenizer = build_tiny_qwen_tokenizer()
+    tokenizer = build_tiny_qwen_tokenizer(**(tokenizer_kwargs or {}))
     token_ids = {**_qwen_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
     config = tiny_qwen3_vl_config(len(tokenizer), token_ids, **overrides)
     torch.manual_seed(seed)
@@ -193,10 +195,11 @@ def build_tiny_qwen2_vl(
     *,
     min_pixels: int = QWEN2_VL_MIN_PIXELS,
     max_pixels: int = QWEN2_VL_MAX_PIXELS,
+    tokenizer_kwargs: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLImageOnlyProcessor]:
     """A tiny random ``Qwen2VLForConditionalGeneration`` and its image-only processor (patch 14, merge 2)."""
-    tokenizer = build_tiny_qwen_tokenizer()
+    tokenizer = build_tiny_qwen_tokenizer(**(tokenizer_kwargs or {}))
     token_ids = {**_qwen_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
     config = tiny_qwen2_vl_config(len(tokenizer), token_ids, **overrides)
     torch.manual_seed(seed)

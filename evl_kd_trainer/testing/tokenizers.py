@@ -45,13 +45,13 @@ _CORPUS: tuple[str, ...] = (
 )
 
 
-def _corpus() -> list[str]:
+def _corpus(extra: tuple[str, ...] = ()) -> list[str]:
     # Repeating the corpus makes the trainer's pair counts reach min_frequency for whole words.
-    return list(_CORPUS) * 4
+    return list(_CORPUS + tuple(extra)) * 4
 
 
 @lru_cache(maxsize=4)
-def _train_byte_level_bpe(vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _train_byte_level_bpe(vocab_size: int, extra: tuple[str, ...] = ()) -> tuple[dict[str, int], list[tuple[str, str]]]:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
@@ -59,18 +59,18 @@ def _train_byte_level_bpe(vocab_size: int) -> tuple[dict[str, int], list[tuple[s
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus(extra), trainer=trainer)
     return _vocab_and_merges(tok)
 
 
 @lru_cache(maxsize=4)
-def _train_metaspace_bpe(vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _train_metaspace_bpe(vocab_size: int, extra: tuple[str, ...] = ()) -> tuple[dict[str, int], list[tuple[str, str]]]:
     # ids 0..2 = <unk> <s> </s>, then the 256 byte-fallback tokens, as in Llama's sentencepiece model.
     reserved = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=reserved, show_progress=False)
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus(extra), trainer=trainer)
     return _vocab_and_merges(tok)
 
 
@@ -80,13 +80,16 @@ def _vocab_and_merges(tok: Tokenizer) -> tuple[dict[str, int], list[tuple[str, s
     return dict(model["vocab"]), merges
 
 
-def build_tiny_qwen_tokenizer(vocab_size: int = 512) -> Qwen2Tokenizer:
+def build_tiny_qwen_tokenizer(vocab_size: int = 512, extra_corpus: tuple[str, ...] = ()) -> Qwen2Tokenizer:
     """A byte-level BPE ``Qwen2Tokenizer`` with Qwen's ChatML and vision special tokens.
+
+    ``extra_corpus`` adds training texts (e.g. a dataset's questions) so that they become few tokens: the
+    demo uses it to keep sequences short on CPU.
 
     ``<|im_end|>`` is eos and ``<|endoftext|>`` pad, as in the Qwen-VL Instruct releases. Special tokens
     are appended after the trained vocabulary, so ``len(tokenizer)`` is the model's vocab size.
     """
-    vocab, merges = _train_byte_level_bpe(vocab_size)
+    vocab, merges = _train_byte_level_bpe(vocab_size, tuple(extra_corpus))
     vocab = dict(vocab)
     # Put the specials in the vocab in Qwen's order (<|endoftext|>, <|im_start|>, <|im_end|>, ...).
     for token in QWEN_SPECIAL_TOKENS:
@@ -103,13 +106,15 @@ def build_tiny_qwen_tokenizer(vocab_size: int = 512) -> Qwen2Tokenizer:
     return tokenizer
 
 
-def build_tiny_llama_tokenizer(vocab_size: int = 400) -> LlamaTokenizer:
+def build_tiny_llama_tokenizer(vocab_size: int = 400, extra_corpus: tuple[str, ...] = ()) -> LlamaTokenizer:
     """A Metaspace BPE ``LlamaTokenizer`` with byte fallback and ``<image>``; pad = ``<unk>``.
+
+    ``extra_corpus``: as in :func:`build_tiny_qwen_tokenizer`.
 
     bos ``<s>`` = 1 and eos ``</s>`` = 2 lie inside the vocabulary, as in Vicuna; ``<image>`` is the
     last id.
     """
-    vocab, merges = _train_metaspace_bpe(vocab_size)
+    vocab, merges = _train_metaspace_bpe(vocab_size, tuple(extra_corpus))
     tokenizer = LlamaTokenizer(
         vocab=dict(vocab), merges=list(merges), pad_token="<unk>", add_bos_token=True, add_eos_token=False
     )
