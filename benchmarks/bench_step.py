@@ -1,0 +1,297 @@
+"""Seconds per training step and peak memory of every distillation method, beside SFT and TRL's GOLD trainer.
+
+Issue 4 item 10 and issue 7 item 5: median time per optimizer step and peak memory of ``EVLDistillTrainer``
+for each ``kd_method`` (evl, sft, uld, multilevel_ot, dskd, emkd), of TRL's ``SFTTrainer`` on the student, of
+the teacher's forward alone, and of TRL's GOLD trainer (the peer for cross-tokenizer VLM distillation), in the
+layout of the paper's Table 7. Every method is also given as the normalised ratio
+
+    step / (SFT step + teacher forward)
+
+i.e. its cost over the unavoidable minimum of "train the student and run the teacher once"; the target for
+EVL-ECG is <= 1.10 on the ``small`` config. A breakdown table shows where each step's time goes.
+
+Configs (``step_configs.py``): ``tiny`` and ``small`` run on CPU in minutes; ``gpu-full`` builds the paper's
+real-size models (Qwen3-VL-2B student, LLaVA-NeXT Vicuna-7B teacher) with random weights on a GPU. Each case
+runs in its own interpreter by default (``--isolate``), so its peak memory is its own. ``--quick`` is a smoke
+run (tiny config, 2 timed steps, in-process).
+
+    python benchmarks/bench_step.py --config tiny small --json step_cpu.json
+    python benchmarks/bench_step.py --config gpu-full --steps 3 --warmup 1 --json step_gpu.json
+    python benchmarks/bench_step.py --config gpu-full --dry-run    # sizes and token counts only, any machine
+    python benchmarks/bench_step.py --quick --json /tmp/quick.json  # smoke run (used by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported by path
+
+import torch  # noqa: E402
+from step_cases import CASES, LABELS, METHODS, REFERENCE_CASES, RunSettings, run_case  # noqa: E402
+from step_configs import CONFIGS, StepConfig, build_student, build_teacher, count_parameters, make_dataset  # noqa: E402
+
+RESULT_PREFIX = "BENCH_STEP_RESULT "
+BREAKDOWN_COLUMNS = (
+    "teacher inputs",
+    "teacher forward",
+    "student forward (+ CE)",
+    "features (+ logits)",
+    "KD terms forward",
+    "backward",
+    "clip + optimizer",
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", nargs="+", default=None, choices=sorted(CONFIGS), help="default: tiny small")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated subset of {','.join(METHODS)} (SFTTrainer and the teacher forward always run)",
+    )
+    parser.add_argument("--steps", type=int, default=None, help="timed optimizer steps per case (default 10, gpu 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2, gpu 1)")
+    parser.add_argument("--batch-size", type=int, default=None, help="per-device micro-batch (config default)")
+    parser.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation (config default)")
+    parser.add_argument("--answer-tokens", type=int, default=None, help="answer length in student tokens")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads on CPU (default 1: on a shared machine, multi-threaded steps stall on busy cores; 0 = "
+        "torch's default)",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny config, 2 steps, in-process")
+    parser.add_argument("--json", type=Path, default=None, help="also write every number to this JSON file")
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None, help="one process per case")
+    parser.add_argument("--dry-run", action="store_true", help="print model sizes and token counts, train nothing")
+    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # worker mode: one case, one JSON line
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    args.methods = [m for m in METHODS if m in methods]
+    if args.config is None:
+        args.config = ["tiny"] if args.quick else ["tiny", "small"]
+    if args.quick:
+        args.steps = args.steps or 2
+        args.warmup = args.warmup or 1
+    for name in ("steps", "warmup"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be >= 1")
+    return args
+
+
+def resolve_device(args: argparse.Namespace, config: StepConfig) -> torch.device:
+    wanted = args.device
+    if wanted == "auto":
+        wanted = "cuda" if config.name == "gpu-full" or torch.cuda.is_available() else "cpu"
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"config {config.name!r} needs a CUDA device and none is available (try --dry-run).")
+    return torch.device(wanted)
+
+
+def settings_for(args: argparse.Namespace, name: str) -> RunSettings:
+    config = CONFIGS[name].with_overrides(
+        batch_size=args.batch_size, grad_accum=args.grad_accum, answer_tokens=args.answer_tokens
+    )
+    gpu = name == "gpu-full"
+    steps = args.steps or (3 if gpu else 10)
+    warmup = args.warmup or (1 if gpu else 2)
+    device = torch.device("cpu") if args.dry_run else resolve_device(args, config)
+    return RunSettings(config=config, steps=steps, warmup=warmup, device=device)
+
+
+def run_isolated(case: str, name: str, args: argparse.Namespace, settings: RunSettings) -> dict[str, Any]:
+    """One case in a fresh interpreter, so memory an earlier case left in the allocator cannot hide its peak."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--only", case, "--config", name]
+    cmd += ["--steps", str(settings.steps), "--warmup", str(settings.warmup), "--device", settings.device.type]
+    cmd += ["--threads", str(args.threads)]
+    for flag, value in (("--batch-size", args.batch_size), ("--grad-accum", args.grad_accum)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.answer_tokens is not None:
+        cmd += ["--answer-tokens", str(args.answer_tokens)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"case {case!r} of config {name!r} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len(RESULT_PREFIX) :])
+
+
+# --------------------------------------------------------------------------------------------------- tables
+def add_ratios(cases: dict[str, dict[str, Any]], key: str = "median_s", suffix: str = "") -> float | None:
+    """Each case's ``ratio_sft_plus_teacher<suffix>`` = its ``key`` / (SFT's + the teacher forward's ``key``)
+    and ``ratio_sft<suffix>`` = its ``key`` / SFT's; returns the denominator."""
+    if "sft_trl" not in cases or "teacher_forward" not in cases:
+        return None
+    sft = cases["sft_trl"][key]
+    denominator = sft + cases["teacher_forward"][key]
+    for result in cases.values():
+        result[f"ratio_sft_plus_teacher{suffix}"] = result[key] / denominator
+        result[f"ratio_sft{suffix}"] = result[key] / sft
+    return denominator
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _ratio(r: dict[str, Any], key: str) -> str:
+    return f"{r[key]:.2f}" if key in r else ""
+
+
+def results_table(settings: RunSettings, cases: dict[str, dict[str, Any]]) -> str:
+    """Table 7 layout: method, seconds per step, peak memory, plus the normalised ratios.
+
+    On CPU the ratios use process CPU time (robust to other processes on a shared machine), with the
+    wall-clock ratio beside it; on CUDA they use wall time."""
+    if settings.device.type == "cuda":
+        lines = [
+            "| method | s/step (median) | s/step (min) | max allocated (MiB) | max reserved (MiB) | "
+            "x (SFT + teacher fwd) | x SFT |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for case in (c for c in CASES if c in cases):
+            r = cases[case]
+            lines.append(
+                f"| {LABELS[case]} | {r['median_s']:.3f} | {r['min_s']:.3f} | {_mib(r.get('peak_mib'))} | "
+                f"{_mib(r.get('peak_reserved_mib'))} | {_ratio(r, 'ratio_sft_plus_teacher')} | {_ratio(r, 'ratio_sft')} |"
+            )
+        return "\n".join(lines)
+    lines = [
+        "| method | CPU s/step (median) | wall s/step (median) | peak RSS (MiB) | RSS before training (MiB) | "
+        "x (SFT + teacher fwd), CPU | same, wall | x SFT, CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in (c for c in CASES if c in cases):
+        r = cases[case]
+        ratios = (
+            ("", "", "")
+            if case == "teacher_forward"
+            else (
+                _ratio(r, "ratio_sft_plus_teacher_cpu"),
+                _ratio(r, "ratio_sft_plus_teacher"),
+                _ratio(r, "ratio_sft_cpu"),
+            )
+        )
+        lines.append(
+            f"| {LABELS[case]} | {r['cpu_median_s']:.4f} | {r['median_s']:.4f} | {_mib(r.get('peak_mib'))} | "
+            f"{_mib(r.get('before_mib'))} | " + " | ".join(ratios) + " |"
+        )
+    return "\n".join(lines)
+
+
+def breakdown_table(cases: dict[str, dict[str, Any]], cuda: bool) -> str:
+    """Mean seconds per step of each wrapped part (CPU time on CPU, wall time on CUDA)."""
+    header = "| method | step | " + " | ".join(BREAKDOWN_COLUMNS) + " | other (data, logging) |"
+    lines = [header, "|---|" + "---:|" * (len(BREAKDOWN_COLUMNS) + 2)]
+    for case in CASES:
+        if case not in cases or "breakdown_s" not in cases[case]:
+            continue
+        parts = cases[case]["breakdown_s"]
+        step = cases[case]["mean_s" if cuda else "cpu_mean_s"]
+        cells = [f"{parts[c]:.4f}" if c in parts else "" for c in BREAKDOWN_COLUMNS]
+        known = parts.get("loss forward", 0.0) + parts.get("backward", 0.0) + parts.get("clip + optimizer", 0.0)
+        lines.append(f"| {LABELS[case]} | {step:.4f} | " + " | ".join(cells) + f" | {step - known:.4f} |")
+    return "\n".join(lines)
+
+
+def machine_description(device: torch.device) -> str:
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
+    )
+    return f"torch {torch.__version__}, {where}, Python {platform.python_version()}"
+
+
+def dry_run(name: str, settings: RunSettings) -> dict[str, Any]:
+    """Sizes on the meta device (no memory, any machine) and the token counts of one collated batch."""
+    from evl_kd_trainer.data.collator import DualViewCollator
+
+    config = settings.config
+    student, processor = build_student(config, "meta")
+    teacher, teacher_processor = build_teacher(config, "meta")
+    collator = DualViewCollator(processor, teacher_processor, config.max_length, config.teacher_max_length)
+    batch = collator(list(make_dataset(config, config.batch_size, processor.tokenizer)))
+    info = {
+        "student_parameters": count_parameters(student),
+        "teacher_parameters": count_parameters(teacher),
+        "student_tokens": batch["attention_mask"].sum(1).tolist(),
+        "teacher_tokens": batch["teacher_attention_mask"].sum(1).tolist(),
+        "teacher_visual_tokens": (batch["teacher_input_ids"] == teacher.config.image_token_index).sum(1).tolist(),
+        "student_visual_tokens": (batch["input_ids"] == student.config.image_token_id).sum(1).tolist(),
+    }
+    print(f"## {name}: {config.description}\n")
+    for key, value in info.items():
+        print(f"- {key}: {value:,}" if isinstance(value, int) else f"- {key}: {value}")
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.only is not None:
+        settings = settings_for(args, args.config[0])
+        print(RESULT_PREFIX + json.dumps(run_case(args.only, settings)), flush=True)
+        return 0
+    report: dict[str, Any] = {"configs": {}}
+    for name in args.config:
+        settings = settings_for(args, name)
+        if args.dry_run:
+            report["configs"][name] = {"dry_run": dry_run(name, settings)}
+            continue
+        isolate = args.isolate if args.isolate is not None else not args.quick
+        config = settings.config
+        print(f"## {name} ({machine_description(settings.device)})\n\n{config.description}")
+        print(
+            f"\nbatch {config.batch_size} x accumulation {config.grad_accum} = {settings.samples_per_step} samples "
+            f"per step; {settings.steps} timed steps after {settings.warmup} warm-up; "
+            f"{'one process per case' if isolate else 'in-process'}\n",
+            flush=True,
+        )
+        cases: dict[str, dict[str, Any]] = {}
+        for case in (*REFERENCE_CASES, *args.methods):
+            cases[case] = run_isolated(case, name, args, settings) if isolate else run_case(case, settings)
+            print(f"  {LABELS[case]}: {cases[case]['median_s']:.4f} s/step", file=sys.stderr, flush=True)
+        denominator = add_ratios(cases)
+        cpu_denominator = add_ratios(cases, "cpu_median_s", "_cpu")
+        cuda = settings.device.type == "cuda"
+        print(results_table(settings, cases) + "\n")
+        print(breakdown_table(cases, cuda) + "\n")
+        tokens = cases["teacher_forward"].get("tokens_per_sample", {})
+        print("mean tokens per sample: " + ", ".join(f"{k} {v:.0f}" for k, v in tokens.items()) + "\n", flush=True)
+        report["configs"][name] = {
+            "description": config.description,
+            "device": machine_description(settings.device),
+            "batch_size": config.batch_size,
+            "grad_accum": config.grad_accum,
+            "steps": settings.steps,
+            "warmup": settings.warmup,
+            "isolated": isolate,
+            "threads": torch.get_num_threads(),
+            "sft_plus_teacher_forward_s": denominator,
+            "sft_plus_teacher_forward_cpu_s": cpu_denominator,
+            "cases": cases,
+        }
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""The training-step benchmark (benchmarks/bench_step.py): a smoke run, its arithmetic, the real-size configs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "bench_step.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_step", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_times_every_method_and_the_references(tmp_path):
+    out = tmp_path / "quick.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    tiny = report["configs"]["tiny"]
+    cases = tiny["cases"]
+    assert set(cases) == {"sft_trl", "teacher_forward", "evl", "sft", "uld", "multilevel_ot", "dskd", "emkd", "gold"}
+    for name, case in cases.items():
+        assert len(case["times_s"]) == 2 and len(case["cpu_times_s"]) == 2, name
+        for key in ("median_s", "min_s", "mean_s", "cpu_median_s", "cpu_mean_s"):
+            assert math.isfinite(case[key]) and case[key] > 0, (name, key)
+        assert case["peak_mib"] is None or case["peak_mib"] > 0, name
+        if name != "teacher_forward":
+            assert math.isfinite(case["final_loss"]), name
+            assert case["breakdown_s"]["backward"] > 0, name
+    # the ratio is the step over SFT + teacher forward, per case, on both clocks
+    denominator = tiny["sft_plus_teacher_forward_cpu_s"]
+    assert denominator == pytest.approx(cases["sft_trl"]["cpu_median_s"] + cases["teacher_forward"]["cpu_median_s"])
+    assert cases["evl"]["ratio_sft_plus_teacher_cpu"] == pytest.approx(cases["evl"]["cpu_median_s"] / denominator)
+    # the distillation methods and GOLD run the teacher; plain SFT does not
+    for name in ("evl", "uld", "multilevel_ot", "dskd", "emkd", "gold"):
+        assert cases[name]["breakdown_s"]["teacher forward"] > 0, name
+    assert "teacher forward" not in cases["sft"]["breakdown_s"]
+    tokens = cases["teacher_forward"]["tokens_per_sample"]
+    assert tokens["teacher"] > tokens["student"] > 0
+    table_rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    for label in ("SFT (TRL SFTTrainer)", "teacher forward alone", "EVL-ECG (ours)", "TRL GOLD (ULD, off-policy)"):
+        assert any(row.startswith(f"| {label} |") for row in table_rows), label
+
+
+def test_ratios_and_breakdown_arithmetic():
+    bench = load_bench()
+    cases = {
+        "sft_trl": {"median_s": 2.0, "cpu_median_s": 1.0},
+        "teacher_forward": {"median_s": 1.0, "cpu_median_s": 0.5},
+        "evl": {"median_s": 3.3, "cpu_median_s": 1.8},
+    }
+    assert bench.add_ratios(cases) == pytest.approx(3.0)
+    assert bench.add_ratios(cases, "cpu_median_s", "_cpu") == pytest.approx(1.5)
+    assert cases["evl"]["ratio_sft_plus_teacher"] == pytest.approx(1.1)
+    assert cases["evl"]["ratio_sft_plus_teacher_cpu"] == pytest.approx(1.2)
+    assert cases["evl"]["ratio_sft"] == pytest.approx(1.65)
+    assert bench.add_ratios({"evl": {"median_s": 1.0}}) is None  # no reference, no ratio
+
+    from step_cases import breakdown
+
+    parts = breakdown({"loss forward": 10.0, "teacher forward": 4.0, "KD terms forward": 2.0, "backward": 6.0}, 2)
+    assert parts["student forward (+ CE)"] == pytest.approx(2.0)  # (10 - 4 - 2) / 2 steps
+    assert parts["backward"] == pytest.approx(3.0)
+
+
+def test_gpu_full_config_has_the_papers_model_sizes_and_token_counts(tmp_path):
+    bench = load_bench()
+    out = tmp_path / "dry.json"
+    assert bench.main(["--config", "gpu-full", "--dry-run", "--json", str(out)]) == 0
+    info = json.loads(out.read_text())["configs"]["gpu-full"]["dry_run"]
+    # Qwen3-VL-2B-Instruct is 2.13B parameters, llava-v1.6-vicuna-7b 7.06B
+    assert info["student_parameters"] == pytest.approx(2.128e9, rel=2e-3)
+    assert info["teacher_parameters"] == pytest.approx(7.063e9, rel=2e-3)
+    # 672 x 672 ECG: 49 student tokens at 50176 max pixels; a 2x2 grid of 336-px crops, 576 tokens each, unpadded
+    assert info["student_visual_tokens"] == [49, 49]
+    assert info["teacher_visual_tokens"] == [2928, 2928]
+    assert all(n <= 4096 for n in info["student_tokens"] + info["teacher_tokens"])
+
+
+def test_bad_method_is_refused():
+    bench = load_bench()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--methods", "evl,nope"])
