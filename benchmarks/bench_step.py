@@ -29,13 +29,14 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported by path
 
 import torch  # noqa: E402
-from step_cases import CASES, LABELS, METHODS, REFERENCE_CASES, RunSettings, run_case  # noqa: E402
+from step_cases import CASES, LABELS, METHODS, REFERENCE_CASES, RunSettings, StepGate, run_case  # noqa: E402
 from step_configs import CONFIGS, StepConfig, build_student, build_teacher, count_parameters, make_dataset  # noqa: E402
 
 RESULT_PREFIX = "BENCH_STEP_RESULT "
@@ -74,8 +75,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny config, 2 steps, in-process")
     parser.add_argument("--json", type=Path, default=None, help="also write every number to this JSON file")
     parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None, help="one process per case")
+    parser.add_argument(
+        "--interleave",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run every case's process at once, taking turns one step at a time (default: on for isolated CPU "
+        "runs, off on CUDA, where one device cannot hold every case)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print model sizes and token counts, train nothing")
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # worker mode: one case, one JSON line
+    parser.add_argument("--gated", action="store_true", help=argparse.SUPPRESS)  # worker waits for "go" per step
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
@@ -114,8 +123,7 @@ def settings_for(args: argparse.Namespace, name: str) -> RunSettings:
     return RunSettings(config=config, steps=steps, warmup=warmup, device=device)
 
 
-def run_isolated(case: str, name: str, args: argparse.Namespace, settings: RunSettings) -> dict[str, Any]:
-    """One case in a fresh interpreter, so memory an earlier case left in the allocator cannot hide its peak."""
+def worker_command(case: str, name: str, args: argparse.Namespace, settings: RunSettings) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--only", case, "--config", name]
     cmd += ["--steps", str(settings.steps), "--warmup", str(settings.warmup), "--device", settings.device.type]
     cmd += ["--threads", str(args.threads)]
@@ -124,11 +132,76 @@ def run_isolated(case: str, name: str, args: argparse.Namespace, settings: RunSe
             cmd += [flag, str(value)]
     if args.answer_tokens is not None:
         cmd += ["--answer-tokens", str(args.answer_tokens)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return cmd
+
+
+def run_isolated(case: str, name: str, args: argparse.Namespace, settings: RunSettings) -> dict[str, Any]:
+    """One case in a fresh interpreter, so memory an earlier case left in the allocator cannot hide its peak."""
+    proc = subprocess.run(worker_command(case, name, args, settings), capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"case {case!r} of config {name!r} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(lines[-1][len(RESULT_PREFIX) :])
+
+
+class _Worker:
+    """One gated worker process (see ``step_cases.StepGate``): stdin takes ``go``, stdout gives sync lines."""
+
+    def __init__(self, case: str, cmd: list[str]) -> None:
+        self.case = case
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [*cmd, "--gated"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True
+        )
+
+    def read_until_sync(self) -> dict[str, Any] | None:
+        """Skip the trainer's log lines up to the next sync line (``None``) or the result line (its JSON)."""
+        for line in self.proc.stdout:
+            if line.startswith(StepGate.SYNC_LINE):
+                return None
+            if line.startswith(RESULT_PREFIX):
+                return json.loads(line[len(RESULT_PREFIX) :])
+        self.proc.wait()
+        self.stderr.seek(0)
+        raise RuntimeError(f"case {self.case!r} exited ({self.proc.returncode}):\n{self.stderr.read()[-4000:]}")
+
+    def go(self) -> None:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stderr.close()
+
+
+def run_interleaved(cases: list[str], name: str, args: argparse.Namespace, settings: RunSettings) -> dict[str, Any]:
+    """Every case in its own process, all started at once, taking turns one optimizer step at a time.
+
+    Each process's peak memory stays its own, and a neighbour's load on a shared machine falls on every case's
+    steps alike (the turn order rotates every step), so the ratios between cases stay meaningful even when the
+    absolute times drift. Needs the memory of all cases at once (about 9 x 0.9 GiB for ``small``).
+    """
+    workers = {case: _Worker(case, worker_command(case, name, args, settings)) for case in cases}
+    results: dict[str, Any] = {}
+    try:
+        for worker in workers.values():
+            worker.read_until_sync()  # built and waiting before its first step
+        for step in range(settings.total_steps):
+            order = cases[step % len(cases) :] + cases[: step % len(cases)]
+            for case in order:
+                workers[case].go()
+                result = workers[case].read_until_sync()
+                if step == settings.total_steps - 1:
+                    if result is None:
+                        raise RuntimeError(f"case {case!r} did not report after its last step")
+                    results[case] = result
+                    print(f"  {LABELS[case]}: {result['median_s']:.4f} s/step", file=sys.stderr, flush=True)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return {case: results[case] for case in cases}
 
 
 # --------------------------------------------------------------------------------------------------- tables
@@ -247,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.only is not None:
         settings = settings_for(args, args.config[0])
-        print(RESULT_PREFIX + json.dumps(run_case(args.only, settings)), flush=True)
+        result = run_case(args.only, settings, StepGate(enabled=args.gated))
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
     report: dict[str, Any] = {"configs": {}}
     for name in args.config:
@@ -256,16 +330,22 @@ def main(argv: list[str] | None = None) -> int:
             report["configs"][name] = {"dry_run": dry_run(name, settings)}
             continue
         isolate = args.isolate if args.isolate is not None else not args.quick
+        interleave = args.interleave if args.interleave is not None else settings.device.type == "cpu"
+        interleave = interleave and isolate
         config = settings.config
         print(f"## {name} ({machine_description(settings.device)})\n\n{config.description}")
         print(
             f"\nbatch {config.batch_size} x accumulation {config.grad_accum} = {settings.samples_per_step} samples "
             f"per step; {settings.steps} timed steps after {settings.warmup} warm-up; "
-            f"{'one process per case' if isolate else 'in-process'}\n",
+            f"{'one process per case' if isolate else 'in-process'}"
+            f"{', interleaved one step at a time' if interleave else ''}\n",
             flush=True,
         )
+        names = [*REFERENCE_CASES, *args.methods]
         cases: dict[str, dict[str, Any]] = {}
-        for case in (*REFERENCE_CASES, *args.methods):
+        if interleave:
+            cases = run_interleaved(names, name, args, settings)
+        for case in names if not interleave else ():
             cases[case] = run_isolated(case, name, args, settings) if isolate else run_case(case, settings)
             print(f"  {LABELS[case]}: {cases[case]['median_s']:.4f} s/step", file=sys.stderr, flush=True)
         denominator = add_ratios(cases)
@@ -283,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": settings.steps,
             "warmup": settings.warmup,
             "isolated": isolate,
+            "interleaved": interleave,
             "threads": torch.get_num_threads(),
             "sft_plus_teacher_forward_s": denominator,
             "sft_plus_teacher_forward_cpu_s": cpu_denominator,

@@ -13,11 +13,13 @@ Cases (``CASES``):
   and Vicuna's is SentencePiece) and ``CE + 1.5 * ULD`` (our ULD baseline's weights), on the same models and
   samples (as prompt/completion rows, the format it reads).
 
-Timing: a callback stamps the end of every optimizer step; a step's time is the wall time between two stamps,
-so it includes the data loading and collation of that step (image processing of both views), the forward and
-backward passes, clipping, the optimizer and logging, as a training run pays them. The first ``warmup`` steps
+Timing: a callback stamps the start and end of every optimizer step; a step spans the data loading and
+collation of its batch (image processing of both views), the forward and backward passes, clipping, the
+optimizer and the previous step's logging, as a training run pays them. Both wall time and the process's CPU
+time are recorded: on a shared CPU machine CPU time is the steadier of the two. The first ``warmup`` steps
 (lazy initialisation, optimizer state allocation) are not timed. The breakdown times named parts of the step
-by wrapping methods of the trainer instance (synchronising CUDA around them).
+by wrapping methods of the trainer instance (CPU time on CPU; wall time with CUDA synchronised around them).
+With a :class:`StepGate` the steps of several worker processes are interleaved, one step at a time.
 
 Memory: on CUDA ``torch.cuda.max_memory_allocated`` over the timed steps (absolute, weights, optimizer state
 and activations included, like the paper's Table 7) and the reserved peak. On CPU the process's peak resident
@@ -31,6 +33,7 @@ import gc
 import math
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -160,16 +163,51 @@ class Buckets:
         setattr(obj, attr, timed)
 
 
-class StepClock(TrainerCallback):
-    """Stamps the end of every optimizer step; resets memory peaks and breakdown totals after the warm-up."""
+class StepGate:
+    """Lets an orchestrating process interleave the steps of several worker processes (``--interleave``).
 
-    def __init__(self, warmup: int, buckets: Buckets, probe: MemoryProbe) -> None:
-        self.warmup = warmup
-        self.buckets = buckets
-        self.probe = probe
-        self.stamps: list[float] = []
-        self.cpu_stamps: list[float] = []
+    Disabled, it does nothing. Enabled, each call prints a sync line and blocks until a ``go`` line arrives
+    on stdin: only one case computes at a time, and every case's steps fall in the same time windows, so a
+    neighbour's load on a shared machine slows all cases alike instead of a few of them.
+    """
+
+    SYNC_LINE = "BENCH_STEP_SYNC"
+
+    def __init__(self, enabled: bool = False) -> None:
+        self.enabled = enabled
+
+    def __call__(self) -> None:
+        if not self.enabled:
+            return
+        print(self.SYNC_LINE, flush=True)
+        command = sys.stdin.readline().strip()
+        if command != "go":
+            raise SystemExit(f"bench_step worker: expected 'go' on stdin, got {command!r}")
+
+
+class StepClock(TrainerCallback):
+    """Start and end stamps (wall and process CPU time) of every optimizer step.
+
+    A step ends at ``on_step_end`` and the next one starts right after it (after the gate, and after the
+    memory/breakdown reset that follows the warm-up), so waiting and resetting are never timed. Between two
+    stamps lie the data loading and collation of the step, forward, backward, clipping, optimizer and logging.
+    """
+
+    def __init__(self, warmup: int, total: int, buckets: Buckets, probe: MemoryProbe, gate: StepGate) -> None:
+        self.warmup, self.total = warmup, total
+        self.buckets, self.probe, self.gate = buckets, probe, gate
+        self.starts: list[tuple[float, float]] = []
+        self.ends: list[tuple[float, float]] = []
         self.losses: list[float] = []
+
+    def start(self) -> None:
+        """Call right before ``trainer.train()``."""
+        self.gate()
+        self._stamp(self.starts)
+
+    def _stamp(self, stamps: list[tuple[float, float]]) -> None:
+        _sync(self.buckets.device)
+        stamps.append((time.perf_counter(), time.process_time()))
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # Clipping + optimizer: from the end of the step's last backward to the end of `optimizer.step()`.
@@ -178,21 +216,24 @@ class StepClock(TrainerCallback):
             self.buckets.totals["clip + optimizer"] += self.buckets.clock() - self.buckets.last_end
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        _sync(self.buckets.device)
-        if len(self.stamps) + 1 == self.warmup:
-            # Before stamping: the reset's garbage collection must not count in the first timed step.
+        self._stamp(self.ends)
+        if len(self.ends) >= self.total:
+            return
+        self.gate()
+        if len(self.ends) == self.warmup:
             self.probe.reset()
             self.buckets.clear()
-        self.stamps.append(time.perf_counter())
-        self.cpu_stamps.append(time.process_time())
+        self._stamp(self.starts)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if logs and "loss" in logs:
             self.losses.append(float(logs["loss"]))
 
     def step_times(self, cpu: bool = False) -> list[float]:
-        timed = (self.cpu_stamps if cpu else self.stamps)[self.warmup - 1 :]
-        return [b - a for a, b in zip(timed, timed[1:])]
+        """Durations of the timed (post-warm-up) steps."""
+        k = 1 if cpu else 0
+        pairs = list(zip(self.starts, self.ends))[self.warmup :]
+        return [end[k] - start[k] for start, end in pairs]
 
 
 def summarise(times: list[float], cpu_times: list[float]) -> dict[str, Any]:
@@ -227,6 +268,8 @@ def _common_args(settings: RunSettings, output_dir: str) -> dict[str, Any]:
         "disable_tqdm": True,
         "max_length": config.max_length,
         "dataloader_num_workers": 0,
+        # The same batches in the same order for every case (GOLD's own sampler still shuffles).
+        "train_sampling_strategy": "sequential",
     }
 
 
@@ -325,11 +368,11 @@ def breakdown(totals: dict[str, float], steps: int) -> dict[str, float]:
     return per_step
 
 
-def run_trainer_case(case: str, settings: RunSettings) -> dict[str, Any]:
+def run_trainer_case(case: str, settings: RunSettings, gate: StepGate) -> dict[str, Any]:
     """Train ``warmup + steps`` optimizer steps with one trainer and return its timings and memory."""
     buckets = Buckets(settings.device)
     probe = MemoryProbe(settings.device)
-    clock = StepClock(settings.warmup, buckets, probe)
+    clock = StepClock(settings.warmup, settings.total_steps, buckets, probe, gate)
     dataset_n = settings.total_steps * settings.samples_per_step
     with tempfile.TemporaryDirectory(prefix=f"bench_step_{case}_") as workdir:
         if case == "sft_trl":
@@ -341,10 +384,11 @@ def run_trainer_case(case: str, settings: RunSettings) -> dict[str, Any]:
         _instrument(case, trainer, buckets)
         gc.collect()
         before = probe.current_mib()
+        clock.start()
         trainer.train()
     times = clock.step_times()
     if len(times) != settings.steps:
-        raise RuntimeError(f"{case}: expected {settings.steps} timed steps, got {len(times)} (stamps {clock.stamps}).")
+        raise RuntimeError(f"{case}: expected {settings.steps} timed steps, got {len(times)}.")
     if not clock.losses or not all(math.isfinite(v) for v in clock.losses):
         raise FloatingPointError(f"{case}: non-finite or missing training loss: {clock.losses}.")
     result = {**summarise(times, clock.step_times(cpu=True)), **probe.peaks(), "before_mib": before}
@@ -355,7 +399,7 @@ def run_trainer_case(case: str, settings: RunSettings) -> dict[str, Any]:
     return result
 
 
-def run_teacher_forward_case(settings: RunSettings) -> dict[str, Any]:
+def run_teacher_forward_case(settings: RunSettings, gate: StepGate) -> dict[str, Any]:
     """The teacher's forward alone on the teacher view of the same batches, as EVLDistillTrainer runs it."""
     from evl_kd_trainer.data.collator import DualViewCollator
     from evl_kd_trainer.models import get_adapter
@@ -377,6 +421,7 @@ def run_teacher_forward_case(settings: RunSettings) -> dict[str, Any]:
     times: list[float] = []
     cpu_times: list[float] = []
     for step in range(settings.total_steps):
+        gate()
         if step == settings.warmup:
             probe.reset()
         elapsed = cpu_elapsed = 0.0
@@ -408,14 +453,15 @@ def _record_lengths(lengths: dict[str, list[int]], batch: dict[str, torch.Tensor
         lengths["student visual"] += (batch["image_grid_thw"].prod(-1) // 4).tolist()
 
 
-def run_case(case: str, settings: RunSettings) -> dict[str, Any]:
-    """One case by name (see ``CASES``)."""
+def run_case(case: str, settings: RunSettings, gate: StepGate | None = None) -> dict[str, Any]:
+    """One case by name (see ``CASES``); ``gate`` is called before every step (see :class:`StepGate`)."""
+    gate = gate or StepGate()
     if case not in CASES:
         raise ValueError(f"Unknown case {case!r}; choose from {CASES}.")
     torch.manual_seed(0)
     runner: Callable[[], dict[str, Any]]
     if case == "teacher_forward":
-        runner = lambda: run_teacher_forward_case(settings)  # noqa: E731
+        runner = lambda: run_teacher_forward_case(settings, gate)  # noqa: E731
     else:
-        runner = lambda: run_trainer_case(case, settings)  # noqa: E731
+        runner = lambda: run_trainer_case(case, settings, gate)  # noqa: E731
     return {"case": case, "label": LABELS[case], **runner()}

@@ -98,3 +98,18 @@ def test_bad_method_is_refused():
     bench = load_bench()
     with pytest.raises(SystemExit):
         bench.parse_args(["--methods", "evl,nope"])
+
+
+@pytest.mark.slow
+def test_interleaved_isolated_run_gives_each_process_its_own_steps(tmp_path):
+    out = tmp_path / "interleaved.json"
+    cmd = [sys.executable, str(SCRIPT), "--config", "tiny", "--methods", "evl", "--steps", "2", "--warmup", "1"]
+    result = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tiny = json.loads(out.read_text())["configs"]["tiny"]
+    assert tiny["isolated"] and tiny["interleaved"]
+    assert set(tiny["cases"]) == {"sft_trl", "teacher_forward", "evl"}
+    for name, case in tiny["cases"].items():
+        # the turn-taking protocol ran to the end: every worker reported its two timed steps and its own memory
+        assert len(case["times_s"]) == 2 and all(t > 0 for t in case["times_s"]), name
+        assert case["peak_mib"] >= case["before_mib"] > 0, name
