@@ -99,8 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         processing_class=processor,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    # As the alignment-handbook scripts do: train metrics and the log history (every logged term) beside the model.
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=data_args.dataset_path)
     return 0
