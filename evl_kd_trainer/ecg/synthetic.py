@@ -37,7 +37,7 @@ from evl_kd_trainer.ecg.records import (
     make_record,
     multiple_choice,
 )
-from evl_kd_trainer.ecg.render import render_ecg
+from evl_kd_trainer.ecg.render import PaperStyle, render_ecg
 from evl_kd_trainer.ecg.simulate import DEFAULT_CLASSES, get_rhythm_class, simulate_ecg
 
 TASK_NAME = "synthetic"
@@ -61,6 +61,7 @@ def make_synthetic_dataset(
     augment_test: bool = False,
     duration: float = 10.0,
     sampling_rate: float = 250.0,
+    style: PaperStyle | None = None,
 ) -> dict[str, str]:
     """Simulate, render and write the dataset; returns the paths (``train``, ``test``, ``manifest``, ``images``).
 
@@ -77,6 +78,8 @@ def make_synthetic_dataset(
             on, the model must also read the options.
         augment_test: augment test pictures too (with ``augment_prob``).
         duration, sampling_rate: simulated record length (s) and rate (Hz).
+        style: colours and stroke widths of the page (default :data:`~evl_kd_trainer.ecg.render.DEFAULT_STYLE`);
+            the demo draws a thicker trace so that beats survive the tiny models' downsampling.
     """
     codes = tuple(classes) if classes is not None else DEFAULT_CLASSES
     rhythms = [get_rhythm_class(code) for code in codes]
@@ -92,6 +95,8 @@ def make_synthetic_dataset(
 
     out_dir = os.fspath(out_dir)
     render_options: dict[str, Any] = {"layout": layout, "dpi": dpi, "size": image_size, "duration": duration}
+    if style is not None:
+        render_options["style"] = style
     names = [rhythm.name for rhythm in rhythms]
     started = time.perf_counter()
     records: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
