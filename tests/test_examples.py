@@ -1,0 +1,169 @@
+"""The launchers in examples/ run from recipes: every stage and every KD method for a couple of steps on tiny
+models, command-line overrides win over the recipe, and bad recipes fail before any model loads."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from evl_kd_trainer.scripts.recipe import RecipeError
+from evl_kd_trainer.testing import build_tiny_llava_next, build_tiny_qwen3_vl, make_ecg_like_image
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+# What a CPU smoke run must override in the GPU recipes (bf16, checkpointing, batch, paths).
+CPU = [
+    "--bf16", "False", "--activation_checkpointing", "False", "--gradient_checkpointing", "False",
+    "--dtype", "float32", "--use_cpu", "True", "--per_device_train_batch_size", "2",
+    "--gradient_accumulation_steps", "1", "--max_steps", "2", "--logging_steps", "1", "--save_strategy", "no",
+    "--report_to", "none", "--disable_tqdm", "True", "--max_length", "512", "--min_pixels", "784",
+    "--max_pixels", "4096",
+]  # fmt: skip
+DISTILL_CPU = [*CPU, "--teacher_max_length", "512"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("examples")
+    student, student_processor = build_tiny_qwen3_vl(seed=0)
+    teacher, teacher_processor = build_tiny_llava_next(seed=1)
+    paths = {"student": root / "student", "teacher": root / "teacher", "data": root / "train.json"}
+    student.save_pretrained(paths["student"])
+    student_processor.save_pretrained(paths["student"])
+    teacher.save_pretrained(paths["teacher"])
+    teacher_processor.save_pretrained(paths["teacher"])
+    (root / "images").mkdir()
+    records = []
+    for i in range(6):
+        make_ecg_like_image(seed=i, size=(64 + 8 * i, 48)).save(root / "images" / f"ecg{i}.png")
+        records.append(
+            {
+                "id": f"r{i}",
+                "image": f"images/ecg{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat is the rhythm?"},
+                    {"from": "gpt", "value": ["sinus rhythm", "sinus tachycardia", "sinus bradycardia"][i % 3]},
+                ],
+            }
+        )
+    paths["data"].write_text(json.dumps(records))
+    return paths
+
+
+def models_and_data(ws: dict[str, Path], out: Path, teacher: bool = True) -> list[str]:
+    argv = [
+        "--model_name_or_path", str(ws["student"]), "--dataset_path", str(ws["data"]),
+        "--image_root", str(ws["data"].parent), "--output_dir", str(out),
+    ]  # fmt: skip
+    return [*argv, "--teacher_model_name_or_path", str(ws["teacher"])] if teacher else argv
+
+
+def run_example(script: str, argv: list[str], monkeypatch) -> int:
+    """Run an example file as `python examples/<script> ...` would, in this process (fast, same coverage)."""
+    monkeypatch.setattr(sys, "argv", [str(EXAMPLES / script), *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(EXAMPLES / script), run_name="__main__")
+    return exit_info.value.code
+
+
+def saved_args(out: Path):
+    return torch.load(out / "training_args.bin", weights_only=False)
+
+
+def test_sft_example_runs_the_paper_recipe_with_overrides(workspace, tmp_path, monkeypatch):
+    out = tmp_path / "sft"
+    argv = ["--recipe", str(ROOT / "recipes/sft_qwen3vl_2b.yaml"), *CPU, *models_and_data(workspace, out, False)]
+    assert run_example("sft.py", [*argv, "--learning_rate", "1e-4"], monkeypatch) == 0
+    args = saved_args(out)
+    assert args.learning_rate == 1e-4  # the command line wins over the recipe's 2e-4
+    assert args.projector_learning_rate == 5e-4  # the recipe wins over the default
+    assert args.max_steps == 2 and (out / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["pulse_to_qwen.yaml", *(f"baselines/{m}.yaml" for m in ("uld", "dskd", "sft"))])
+def test_distill_example_trains_each_method_from_its_recipe(workspace, tmp_path, monkeypatch, recipe):
+    out = tmp_path / "run"
+    argv = ["--recipe", str(ROOT / "recipes" / recipe), *DISTILL_CPU, *models_and_data(workspace, out)]
+    assert run_example("distill.py", argv, monkeypatch) == 0
+    method = yaml.safe_load((ROOT / "recipes" / recipe).read_text())["kd_method"]
+    args = saved_args(out)
+    assert args.kd_method == method and args.learning_rate == 2e-4 and args.max_steps == 2
+    assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["multilevel_ot", "emkd"])
+def test_distill_example_trains_the_slower_baselines(workspace, tmp_path, monkeypatch, method):
+    out = tmp_path / method
+    argv = ["--recipe", str(ROOT / f"recipes/baselines/{method}.yaml"), *DISTILL_CPU, *models_and_data(workspace, out)]
+    assert run_example("distill.py", argv, monkeypatch) == 0
+    assert saved_args(out).kd_method == method
+
+
+def test_distill_console_script_launches_as_a_process(workspace, tmp_path):
+    """`python examples/distill.py --recipe ...` in a fresh process: what `accelerate launch` starts on each rank."""
+    out = tmp_path / "proc"
+    cmd = [sys.executable, str(EXAMPLES / "distill.py"), "--recipe", str(ROOT / "recipes/pulse_to_qwen.yaml")]
+    cmd += [*DISTILL_CPU, *models_and_data(workspace, out), "--max_steps", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (out / "model.safetensors").is_file() and saved_args(out).max_steps == 1
+
+
+def write_recipe(tmp_path: Path, **entries) -> Path:
+    recipe = yaml.safe_load((ROOT / "recipes/pulse_to_qwen.yaml").read_text())
+    recipe.update(entries)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_unknown_recipe_key_is_named_before_any_model_loads(tmp_path, monkeypatch):
+    recipe = write_recipe(tmp_path, lambda_otx=0.2)
+    with pytest.raises(RecipeError, match="lambda_otx"):
+        run_example("distill.py", ["--recipe", str(recipe)], monkeypatch)
+
+
+def test_wrong_type_in_recipe_names_the_key(tmp_path, monkeypatch):
+    recipe = write_recipe(tmp_path, alpha="a lot")
+    with pytest.raises(RecipeError, match="alpha"):
+        run_example("distill.py", ["--recipe", str(recipe)], monkeypatch)
+
+
+def test_missing_recipe_file_is_named(tmp_path, monkeypatch):
+    with pytest.raises((RecipeError, FileNotFoundError), match="nope.yaml"):
+        run_example("distill.py", ["--recipe", str(tmp_path / "nope.yaml")], monkeypatch)
+
+
+def test_unknown_command_line_flag_is_an_error(monkeypatch):
+    with pytest.raises(RecipeError, match="--lambda_otx"):
+        run_example(
+            "distill.py", ["--recipe", str(ROOT / "recipes/pulse_to_qwen.yaml"), "--lambda_otx", "1"], monkeypatch
+        )
+
+
+def test_missing_model_and_data_are_named_before_loading(workspace, tmp_path, monkeypatch):
+    recipe = str(ROOT / "recipes/pulse_to_qwen.yaml")
+    # the recipe's checkpoint folders do not exist here: the student's key is named first
+    with pytest.raises(FileNotFoundError, match="model_name_or_path.*qwen3vl-2b-ecg-sft"):
+        run_example("distill.py", ["--recipe", recipe], monkeypatch)
+    argv = ["--recipe", recipe, "--model_name_or_path", str(workspace["student"])]
+    with pytest.raises(FileNotFoundError, match="teacher_model_name_or_path.*pulse-7b-hf"):
+        run_example("distill.py", argv, monkeypatch)
+    argv += ["--teacher_model_name_or_path", str(workspace["teacher"])]
+    with pytest.raises(FileNotFoundError, match="dataset_path.*ECGInstruct.json"):
+        run_example("distill.py", argv, monkeypatch)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_out_of_range_value_is_an_error(workspace, tmp_path, monkeypatch):
+    recipe = write_recipe(tmp_path, alpha=1.5)
+    with pytest.raises(ValueError, match="alpha"):
+        run_example("distill.py", ["--recipe", str(recipe)], monkeypatch)
