@@ -149,12 +149,21 @@ def test_unknown_command_line_flag_is_an_error(monkeypatch):
         )
 
 
-def test_missing_model_and_data_are_named_before_loading(workspace, tmp_path, monkeypatch):
+def test_gpu_recipe_on_a_cpu_machine_names_the_recipe_and_bf16(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("bf16 is supported here")
     recipe = str(ROOT / "recipes/pulse_to_qwen.yaml")
+    with pytest.raises(RecipeError, match=r"pulse_to_qwen\.yaml.*bf16"):
+        run_example("distill.py", ["--recipe", recipe], monkeypatch)
+
+
+def test_missing_model_and_data_are_named_before_loading(workspace, tmp_path, monkeypatch):
+    # `--use_cpu`: the recipe is for an H100 (bf16), this machine may have no GPU
+    recipe = [str(ROOT / "recipes/pulse_to_qwen.yaml"), "--use_cpu", "True"]
     # the recipe's checkpoint folders do not exist here: the student's key is named first
     with pytest.raises(FileNotFoundError, match="model_name_or_path.*qwen3vl-2b-ecg-sft"):
-        run_example("distill.py", ["--recipe", recipe], monkeypatch)
-    argv = ["--recipe", recipe, "--model_name_or_path", str(workspace["student"])]
+        run_example("distill.py", ["--recipe", *recipe], monkeypatch)
+    argv = ["--recipe", *recipe, "--model_name_or_path", str(workspace["student"])]
     with pytest.raises(FileNotFoundError, match="teacher_model_name_or_path.*pulse-7b-hf"):
         run_example("distill.py", argv, monkeypatch)
     argv += ["--teacher_model_name_or_path", str(workspace["teacher"])]

@@ -13,11 +13,25 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def check_model_path(value: str | None, key: str) -> None:
-    """A local path must exist; a Hub id is left to `from_pretrained` (it may be cached)."""
+    """A local folder must exist; an ``org/name`` value that is no local folder must be a Hub id.
+
+    Online, a Hub id is left to ``from_pretrained``. Offline (``HF_HUB_OFFLINE=1``) it must be in the Hub cache, so
+    that a mistyped relative path such as ``checkpoints/qwen3vl-sft`` is reported here, not after other models load.
+    """
     if value is None:
         raise ValueError(f"`{key}` is required (in the recipe or on the command line).")
-    if os.path.exists(value) or (_HUB_ID.match(value) and not value.startswith((".", "/"))):
+    if os.path.exists(value):
         return
+    if _HUB_ID.match(value) and not value.startswith((".", "/")):
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        env = os.environ.get("HF_HUB_OFFLINE", "").upper()
+        offline = constants.is_offline_mode() or env in {"1", "ON", "YES", "TRUE"}
+        if not offline or isinstance(try_to_load_from_cache(value, "config.json"), str):
+            return
+        raise FileNotFoundError(
+            f"`{key}`: no such model folder: {value} (nor a cached Hub model: HF_HUB_OFFLINE is set)"
+        )
     raise FileNotFoundError(f"`{key}`: no such model folder: {value}")
 
 

@@ -131,6 +131,13 @@ def parse_recipe_args(
             raise
         # argparse already printed what was wrong
         raise RecipeError(f"invalid command-line arguments: {' '.join(rest)}") from err
+    except RecipeError:
+        raise
+    except ValueError as err:
+        # A config's own check (`__post_init__`: a range, or TrainingArguments' hardware checks such as bf16 on a
+        # machine without a bf16 GPU): say which recipe the values came from.
+        where = f"{known.recipe} (with command-line overrides)" if known.recipe is not None else "command line"
+        raise RecipeError(f"{where}: {err}") from err
     *outputs, remaining = parsed
     # HfArgumentParser appends a Namespace for the non-dataclass `--recipe` option: keep only the dataclasses.
     instances = [out for out in outputs if dataclasses.is_dataclass(out)]

@@ -178,8 +178,10 @@ class EVLDistillConfig(SFTConfig):
     emkd_vlad_weight: float = field(default=1.0, metadata={"help": "EM-KD: weight of the VLAD (SmoothL1) term."})
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        # Our fields first: they do not depend on SFTConfig's resolution, and a typo in a distillation weight should
+        # be what a user hears about, not a hardware check of TrainingArguments further down.
         self._check_ranges()
+        super().__post_init__()
 
     def _check_ranges(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
