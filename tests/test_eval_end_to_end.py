@@ -140,6 +140,7 @@ def test_example_script_from_a_recipe_writes_consistent_outputs(workspace, tmp_p
         "data_files": [str(workspace / f"{split}.json") for split in splits],
         "batch_size": 2,
         "max_new_tokens": 3,
+        "max_pixels": 4096,  # the Qwen-VL student's budget; the LLaVA teacher keeps its crops
         "output_dir": str(output_dir),
         "progress": False,
     }
@@ -209,3 +210,18 @@ def test_script_checks_arguments_before_loading_a_model(workspace, tmp_path):
         evaluate_main(
             ["--model_name_or_path", str(tmp_path / "empty_model"), "--splits", "ptb", "--data_files", str(bad)]
         )
+
+
+def test_pixel_budget_applies_to_qwen_vl_and_is_skipped_only_where_asked(workspace):
+    from types import SimpleNamespace
+
+    from evl_kd_trainer.scripts.common import apply_pixel_budget
+
+    budget = SimpleNamespace(min_pixels=784, max_pixels=4096)
+    qwen = apply_pixel_budget(load_processor(workspace / "qwen"), budget)
+    assert qwen.image_processor.size["shortest_edge"] == 784 and qwen.image_processor.size["longest_edge"] == 4096
+    llava = load_processor(workspace / "llava")
+    before = dict(llava.image_processor.size)
+    with pytest.raises(ValueError, match="no pixel budget"):
+        apply_pixel_budget(llava, budget)
+    assert apply_pixel_budget(llava, budget, only_where_supported=True).image_processor.size == before

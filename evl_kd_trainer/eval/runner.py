@@ -65,7 +65,7 @@ def _load(args: EvalArguments, index: int) -> BatchGenerator:
     model = load_model(path, **kwargs)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    processor = apply_pixel_budget(load_processor(path), args)
+    processor = apply_pixel_budget(load_processor(path), args, only_where_supported=True)
     template = resolve_chat_template(model.config.model_type, processor, args.chat_template_for(index))
     return BatchGenerator(
         model,

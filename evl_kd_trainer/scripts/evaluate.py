@@ -63,9 +63,10 @@ class EvalArguments:
         device (`str`, *optional*):
             Device to run on; default: `cuda` when available, else `cpu`.
         min_pixels (`int`, *optional*):
-            Override the Qwen-VL image processor's smallest image area (the paper: 784).
+            Override the Qwen-VL image processor's smallest image area (the paper: 784). Applies to the Qwen-VL
+            models only; LLaVA models keep their processor's crops.
         max_pixels (`int`, *optional*):
-            Override the Qwen-VL image processor's largest image area (the paper: 50176).
+            Override the Qwen-VL image processor's largest image area (the paper: 50176); Qwen-VL models only.
         progress (`bool`, *optional*, defaults to `True`):
             Show progress bars during generation.
     """
