@@ -80,9 +80,13 @@ class CrossAttentionAligner(nn.Module):
         mask = check_mask("teacher_mask", teacher_mask, tuple(teacher_hidden.shape[:2]))
 
         dtype = self.q_proj.weight.dtype
+        teacher_hidden = teacher_hidden.to(dtype)
+        if mask is not None:
+            # Padded rows get attention weight 0, but 0 * NaN is NaN: whatever they hold must not reach the output.
+            teacher_hidden = teacher_hidden.masked_fill(~mask.to(teacher_hidden.device)[..., None], 0.0)
         q = self._split_heads(self.q_proj(student_hidden.to(dtype)))
-        k = self._split_heads(self.k_proj(teacher_hidden.to(dtype)))
-        v = self._split_heads(self.v_proj(teacher_hidden.to(dtype)))
+        k = self._split_heads(self.k_proj(teacher_hidden))
+        v = self._split_heads(self.v_proj(teacher_hidden))
 
         attn_mask = None
         has_keys = None

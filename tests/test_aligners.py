@@ -70,6 +70,22 @@ def test_masked_teacher_tokens_do_not_change_output_or_get_gradient():
     assert (garbage.grad[~mask] == 0).all() and (garbage.grad[mask] != 0).any()
 
 
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_nonfinite_padding_never_reaches_output_or_gradients(poison):
+    aligner = CrossAttentionAligner(8, 6, num_heads=2)
+    student, teacher = torch.randn(2, 4, 8), torch.randn(2, 5, 6)
+    mask = torch.tensor([[True, True, True, False, False], [True, False, True, False, True]])
+    expected = aligner(student, teacher, mask)
+    poisoned = teacher.clone()
+    poisoned[~mask] = poison
+    poisoned.requires_grad_(True)
+    out = aligner(student, poisoned, mask)
+    assert torch.allclose(out, expected, atol=1e-6)
+    out.pow(2).sum().backward()
+    assert torch.isfinite(poisoned.grad).all() and (poisoned.grad[~mask] == 0).all()
+    assert all(torch.isfinite(p.grad).all() for p in aligner.parameters())
+
+
 def test_fully_masked_sample_gives_zeros_not_nan():
     aligner = CrossAttentionAligner(8, 6, num_heads=2)
     student, teacher = torch.randn(2, 3, 8, requires_grad=True), torch.randn(2, 4, 6)
