@@ -267,3 +267,45 @@ def test_truncation_length_rules():
     assert truncation_length(ids, answer, max_length=3, **rule) == (None, "image_cut")  # would orphan <vision_end>
     assert truncation_length(ids, answer, max_length=5, **rule) == (None, "no_response_left")
     assert truncation_length(ids, answer, max_length=6, **rule) == (6, None)
+
+
+def _released_style(template: str) -> str:
+    """A template as the Qwen-VL releases ship it: the same text, no {% generation %} markers."""
+    return template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+
+
+def test_released_qwen_template_without_markers_falls_back_to_the_marked_copy(caplog):
+    from evl_kd_trainer.data.templates import QWEN_VL_CHAT_TEMPLATE
+
+    marked = build_tiny_qwen3_vl()[1]
+    released = build_tiny_qwen3_vl()[1]
+    released.chat_template = _released_style(QWEN_VL_CHAT_TEMPLATE)
+    with caplog.at_level(logging.WARNING):
+        collator = DualViewCollator(released)
+    assert "no {% generation %} block" in caplog.text and "'qwen_vl'" in caplog.text
+    expected = DualViewCollator(marked)([_record()])
+    batch = collator([_record()])
+    assert torch.equal(batch["input_ids"], expected["input_ids"]) and torch.equal(batch["labels"], expected["labels"])
+    # the processor's own template still serves generation
+    assert released.chat_template == _released_style(QWEN_VL_CHAT_TEMPLATE)
+    # an explicit template (name or Jinja) wins, and one without markers is still an error
+    named = DualViewCollator(released, chat_template="qwen2_vl")([_record()])
+    assert released.tokenizer.decode(named["input_ids"][0]).startswith(
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|>"
+    )
+    with pytest.raises(ValueError, match="generation"):
+        DualViewCollator(released, chat_template=released.chat_template)
+
+
+def test_qwen2_vl_family_gets_its_default_system_turn():
+    from evl_kd_trainer.testing import build_tiny_qwen2_vl
+
+    processor = build_tiny_qwen2_vl()[1]
+    processor.chat_template = None
+    batch = DualViewCollator(processor)([_record()])
+    text = processor.tokenizer.decode(batch["input_ids"][0])
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+    assert _label_spans(batch["labels"][0], processor.tokenizer) == [
+        "sinus rhythm<|im_end|>\n",
+        "abnormal ECG<|im_end|>\n",
+    ]

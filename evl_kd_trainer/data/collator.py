@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from evl_kd_trainer.data.messages import messages_with_images
+from evl_kd_trainer.data.templates import CHAT_TEMPLATES, has_generation_markers, training_template_name
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +108,26 @@ def _make_view(name: str, prefix: str, processor: Any, chat_template: str | None
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None:
         raise ValueError(f"The {name} processor {type(processor).__name__} has no tokenizer.")
-    template = chat_template or getattr(processor, "chat_template", None)
+    if chat_template is not None:
+        template = CHAT_TEMPLATES.get(chat_template, chat_template)  # a registered name or Jinja text
+    else:
+        template = getattr(processor, "chat_template", None)
+        fallback = training_template_name(processor)
+        if fallback is not None and (not template or not has_generation_markers(template)):
+            # The released Qwen-VL templates have no {% generation %} block: render the same conversation with
+            # our marked copy, so that the answers can be labelled.
+            logger.warning(
+                "The %s processor's chat template %s; using evl_kd_trainer's %r template (same conversation "
+                "format, with {%% generation %%} markers). Pass a template to override.",
+                name, "has no {% generation %} block" if template else "is missing", fallback,
+            )  # fmt: skip
+            template = CHAT_TEMPLATES[fallback]
     if not template:
         raise ValueError(
             f"The {name} processor has no chat template: set processor.chat_template or pass one "
             "(e.g. evl_kd_trainer.data.templates.get_chat_template('qwen_vl' | 'llava_v1'))."
         )
-    if "{% generation %}" not in template and "{%- generation" not in template:
+    if not has_generation_markers(template):
         raise ValueError(f"The {name} chat template has no {{% generation %}} block, so answers cannot be labelled.")
     pad_token_id = tokenizer.pad_token_id
     if pad_token_id is None:
@@ -148,7 +162,10 @@ class DualViewCollator:
             those whose cut would fall inside an image or leave no answer token; ``"drop"`` drops every
             over-long sample. A sample dropped in one view is dropped from both; each drop is logged.
         pad_to_multiple_of: round each view's padded length up to a multiple of this.
-        chat_template / teacher_chat_template: override the processors' templates.
+        chat_template / teacher_chat_template: override the processors' templates: a registered name
+            (``"qwen_vl"``, ``"qwen2_vl"``, ``"llava_v1"``) or Jinja text. By default each processor's own
+            template is used; one without ``{% generation %}`` markers (the released Qwen-VL templates) is
+            replaced by the registered template of its model family, with a warning.
 
     ``stats`` counts ``samples``, ``truncated`` (in any view), ``student_truncated``, ``teacher_truncated``,
     ``dropped`` and ``dropped_<reason>`` since construction (per DataLoader worker process when

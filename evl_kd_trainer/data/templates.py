@@ -7,6 +7,8 @@ of ``{"type": "image"}`` / ``{"type": "text", "text": ...}`` parts.
 
 from __future__ import annotations
 
+from typing import Any
+
 # PULSE-7B / LLaVA-1.5 / LLaVA-NeXT-Vicuna: LLaVA's `llava_v1` conversation (sep_style TWO, sep=" ",
 # sep2="</s>"), i.e. "<system> USER: <image>\n{q} ASSISTANT: {a}</s>USER: {q2} ASSISTANT: {a2}</s>".
 # No bos here: LlamaTokenizer adds "<s>" itself, and a second one would shift every position.
@@ -56,11 +58,49 @@ QWEN_VL_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-CHAT_TEMPLATES: dict[str, str] = {"llava_v1": LLAVA_V1_CHAT_TEMPLATE, "qwen_vl": QWEN_VL_CHAT_TEMPLATE}
+# Qwen2-VL / Qwen2.5-VL: the same ChatML, plus the default system turn their released templates add when a
+# conversation has none ("You are a helpful assistant."); Qwen3-VL's template adds no system turn.
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    + QWEN_VL_CHAT_TEMPLATE
+)
+
+CHAT_TEMPLATES: dict[str, str] = {
+    "llava_v1": LLAVA_V1_CHAT_TEMPLATE,
+    "qwen_vl": QWEN_VL_CHAT_TEMPLATE,
+    "qwen2_vl": QWEN2_VL_CHAT_TEMPLATE,
+}
+
+
+def has_generation_markers(template: str) -> bool:
+    """Whether a Jinja chat template marks assistant tokens with ``{% generation %}`` (needed for labels)."""
+    return "{% generation %}" in template or "{%- generation" in template
+
+
+def training_template_name(processor: Any) -> str | None:
+    """The registered template that renders what ``processor``'s model family was trained on, with
+    ``{% generation %}`` markers; ``None`` for an unknown family.
+
+    The released Qwen-VL templates carry no generation markers, so answers cannot be labelled from them; these
+    templates render the same text for image + text turns.
+    """
+    from transformers import LlavaNextProcessor, LlavaProcessor, Qwen2_5_VLProcessor, Qwen2VLProcessor
+
+    try:
+        from transformers import Qwen3VLProcessor
+    except ImportError:  # transformers without Qwen3-VL
+        Qwen3VLProcessor = ()  # noqa: N806
+    if Qwen3VLProcessor and isinstance(processor, Qwen3VLProcessor):
+        return "qwen_vl"
+    if isinstance(processor, (Qwen2VLProcessor, Qwen2_5_VLProcessor)):
+        return "qwen2_vl"
+    if isinstance(processor, (LlavaNextProcessor, LlavaProcessor)):
+        return "llava_v1"
+    return None
 
 
 def get_chat_template(name: str) -> str:
-    """Return the Jinja chat template registered under ``name`` (``llava_v1`` or ``qwen_vl``)."""
+    """Return the Jinja chat template registered under ``name`` (``llava_v1``, ``qwen_vl`` or ``qwen2_vl``)."""
     if name not in CHAT_TEMPLATES:
         raise ValueError(f"Unknown chat template {name!r}. Known: {', '.join(sorted(CHAT_TEMPLATES))}.")
     return CHAT_TEMPLATES[name]
