@@ -18,6 +18,13 @@ B, LS, LT, DS, DT, VS, VT = 2, 9, 11, 8, 12, 40, 30
 STUDENT, TEACHER = ModelDims(DS, DS, VS), ModelDims(DT, DT, VT)
 
 
+def _positions(batch: int, length: int, rows: list[list[int]]) -> torch.Tensor:
+    mask = torch.zeros(batch, length, dtype=torch.bool)
+    for b, positions in enumerate(rows):
+        mask[b, positions] = True
+    return mask
+
+
 def _features(seed: int = 0) -> DistillFeatures:
     g = torch.Generator().manual_seed(seed)
     student_head, teacher_head = nn.Linear(DS, VS, bias=False), nn.Linear(DT, VT, bias=False)
@@ -41,6 +48,8 @@ def _features(seed: int = 0) -> DistillFeatures:
         student_visual_mask=torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.bool),
         teacher_visual=torch.randn(B, 7, DT, generator=g),
         teacher_visual_mask=torch.tensor([[1] * 7, [1] * 6 + [0]], dtype=torch.bool),
+        student_image_mask=_positions(B, LS, [[0, 1, 2, 3], [1, 2, 3, 4, 5]]),
+        teacher_image_mask=_positions(B, LT, [[0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5]]),
         student_logits=student_head(s_hidden),
         teacher_logits=teacher_head(t_hidden),
         student_lm_head=student_head,
@@ -67,8 +76,6 @@ def test_forward_gives_finite_named_terms_and_backward_works(name):
     total = method.total_loss(torch.tensor(2.0), terms)
     total.backward()
     grads = [feats.student_hidden.grad, feats.student_lm_head.weight.grad]
-    if name == "emkd":
-        grads.append(feats.student_visual.grad)
     grads += [p.grad for p in method.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert feats.student_hidden.grad.abs().sum() > 0
@@ -134,7 +141,7 @@ def test_dskd_requires_input_ids():
 
 def test_emkd_mixing_and_vocab_mode_check():
     method = get_method("emkd")(SimpleNamespace(emkd_vsd_weight=0.5, emkd_vlad_weight=2.0), STUDENT, TEACHER)
-    assert method.needs_visual
+    assert not method.needs_visual  # it decodes the LM's own states at the image positions
     terms = method(_features(5))
     kd = 0.5 * terms["vsd_loss"] + 2.0 * terms["vlad_loss"]
     assert terms["kd_loss"].item() == pytest.approx(kd.item(), rel=1e-6)
@@ -143,9 +150,40 @@ def test_emkd_mixing_and_vocab_mode_check():
         get_method("emkd")(SimpleNamespace(emkd_cross_vocab="same_vocab"), STUDENT, TEACHER)
 
 
+def test_emkd_decodes_the_last_layer_states_at_the_image_positions():
+    """VSD and VLAD read ``hidden[image_mask]`` (EM-KD's vision tokens), never the projector outputs."""
+    from evl_kd_trainer.losses.alignment import align_response_spans
+    from evl_kd_trainer.losses.emkd import match_vision_tokens, vlad_loss, vsd_loss
+
+    feats = _features(7)
+    feats.student_visual = feats.teacher_visual = None  # not read
+    terms = get_method("emkd")(SimpleNamespace(), STUDENT, TEACHER)(feats)
+    s_text, t_text, text_mask = align_response_spans(
+        feats.student_hidden, feats.student_response_mask, feats.teacher_hidden, feats.teacher_response_mask
+    )
+    vsd, vlad = [], []
+    for b in range(B):
+        s_vis = feats.student_hidden[b, feats.student_image_mask[b]]
+        t_vis = feats.teacher_hidden[b, feats.teacher_image_mask[b]]
+        s_logits, t_logits = feats.student_lm_head(s_vis), feats.teacher_lm_head(t_vis)
+        t_idx, s_idx = match_vision_tokens(s_logits, t_logits, "sorted_probs", 64)
+        vsd.append(vsd_loss(s_logits[s_idx], t_logits[t_idx], "sorted_probs", 64, 1.0))
+        rows = text_mask[b]
+        vlad.append(vlad_loss(s_text[b][rows], s_vis[s_idx], t_text[b][rows], t_vis[t_idx]))
+    assert terms["vsd_loss"].item() == pytest.approx(torch.stack(vsd).mean().item(), rel=1e-6)
+    assert terms["vlad_loss"].item() == pytest.approx(torch.stack(vlad).mean().item(), rel=1e-6)
+    terms["kd_loss"].backward()
+    # gradient reaches the student's states at image positions (VSD, VLAD) and answer positions (VLAD) only
+    grad = feats.student_hidden.grad.abs().sum(-1)
+    used = feats.student_image_mask | feats.student_response_mask
+    assert bool((grad[~used] == 0).all()) and bool((grad[feats.student_image_mask] > 0).all())
+    with pytest.raises(ValueError, match="student_hidden_layer"):
+        get_method("emkd")(SimpleNamespace(student_hidden_layer=3), STUDENT, TEACHER)
+
+
 def test_emkd_samples_without_images_contribute_nothing():
     feats = _features(6)
-    feats.student_visual_mask = torch.zeros_like(feats.student_visual_mask)
+    feats.student_image_mask = torch.zeros_like(feats.student_image_mask)
     terms = get_method("emkd")(SimpleNamespace(), STUDENT, TEACHER)(feats)
     assert terms["vsd_loss"].item() == 0.0 and terms["vlad_loss"].item() == 0.0
 

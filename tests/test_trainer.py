@@ -122,6 +122,22 @@ def test_alpha_zero_reproduces_sft_exactly(tmp_path):
         assert torch.equal(value, sft_state[key]), key
 
 
+def test_kd_terms_keep_their_gradients_when_sft_runs_a_second_metrics_forward(tmp_path):
+    """Label smoothing (like `compute_loss_func`) makes SFTTrainer run the student twice, the second time under
+    no_grad: the terms of the first forward must be the ones trained, once per step."""
+    trainer = make_trainer(tmp_path, label_smoothing_factor=0.1, loss_type="nll", max_steps=2)
+    method_calls = []
+    trainer.kd_method.register_forward_hook(lambda *a: method_calls.append(torch.is_grad_enabled()))
+    aligner_before = {k: v.clone() for k, v in trainer.kd_method.state_dict().items()}
+    trainer.train()
+    assert method_calls == [True, True]
+    for name in ("aligner.q_proj.weight", "visual_projector.proj.weight"):
+        assert not torch.equal(trainer.kd_method.state_dict()[name], aligner_before[name]), name
+    for entry in step_logs(trainer):
+        kd = entry["mhca_loss"] + 0.03 * entry["rel_loss"] + 0.1 * entry["ot_loss"]
+        assert entry["loss"] == pytest.approx(0.7 * entry["ce_loss"] + 0.3 * kd, rel=1e-5)
+
+
 def test_zero_weight_skips_its_term(tmp_path):
     trainer = make_trainer(tmp_path, lambda_ot=0.0, max_steps=2)
     assert trainer.kd_method.visual_projector is None and not trainer.kd_method.needs_visual
@@ -197,7 +213,7 @@ def test_batches_with_text_only_samples_train(tmp_path):
     assert logs[2]["ot_loss"] == 0.0
 
 
-def test_nonfinite_term_names_step_and_term_or_is_skipped(tmp_path):
+def test_nonfinite_term_names_step_and_term(tmp_path):
     teacher = build_tiny_llava_next(seed=1)
     with torch.no_grad():
         teacher[0].model.multi_modal_projector.linear_2.weight.fill_(float("nan"))
@@ -205,16 +221,40 @@ def test_nonfinite_term_names_step_and_term_or_is_skipped(tmp_path):
     with pytest.raises(FloatingPointError, match=r"global step 0: .*ot_loss=nan"):
         trainer.train()
 
+
+def test_nonfinite_step_is_skipped_whole_and_counted(tmp_path):
+    """Step 2 of 3 gets a NaN teacher: its update is dropped entirely (no weight decay, no Adam step), the others
+    train, and the skip is counted."""
+    from transformers import TrainerCallback
+
+    teacher = build_tiny_llava_next(seed=1)
+    calls = []
+
+    def poison_second_call(module, inputs, output):
+        calls.append(1)
+        return output * float("nan") if len(calls) == 2 else output
+
+    teacher[0].model.multi_modal_projector.register_forward_hook(poison_second_call)
     student = build_tiny_qwen3_vl(seed=0)
-    before = {k: v.clone() for k, v in student[0].state_dict().items()}
-    skipping = make_trainer(
-        tmp_path / "skip", student=student, teacher=teacher, nonfinite_kd_action="skip", max_steps=2
+    snapshots = []
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            snapshots.append({k: v.detach().clone() for k, v in student[0].state_dict().items()})
+
+    trainer = make_trainer(
+        tmp_path, student=student, teacher=teacher, nonfinite_kd_action="skip", max_steps=3, weight_decay=0.1
     )
-    skipping.train()
-    assert skipping.skipped_nonfinite_steps == 2
-    assert step_logs(skipping)[-1]["skipped_nonfinite_steps"] == 2
-    for key, value in before.items():
-        assert torch.equal(student[0].state_dict()[key], value), key
+    trainer.add_callback(Snapshot())
+    trainer.train()
+    assert len(calls) == 3 and len(snapshots) == 3
+    assert trainer.skipped_nonfinite_steps == 1
+    assert step_logs(trainer)[-1]["skipped_nonfinite_steps"] == 1
+    for key, value in snapshots[1].items():
+        assert torch.equal(value, snapshots[0][key]), f"{key} changed in the skipped step"
+    assert any(not torch.equal(v, snapshots[1][k]) for k, v in snapshots[2].items()), "step 3 did not train"
+    adam_steps = {float(state["step"]) for state in trainer.optimizer.optimizer.state.values()}
+    assert adam_steps == {2.0}, "the skipped update must not advance the optimizer state"
 
 
 def test_unsupported_models_and_mismatched_processors_fail_clearly(tmp_path):

@@ -62,7 +62,7 @@ def match_vision_tokens(
     student_vision_logits: torch.Tensor,
     teacher_vision_logits: torch.Tensor,
     cross_vocab: str = "sorted_probs",
-    top_k: int = 50,
+    top_k: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hungarian matching of one sample's vision tokens on the L1 cost of their logit features.
 
@@ -91,7 +91,7 @@ def vsd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     cross_vocab: str = "sorted_probs",
-    top_k: int = 50,
+    top_k: int = 64,
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """Vision semantic distillation: mean over matched pairs of the reverse KL ``KL(p_s || p_t)``.

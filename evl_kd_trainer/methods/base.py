@@ -56,7 +56,9 @@ class DistillFeatures:
     ``response_mask[:, 1:]`` against ``logits[:, :-1]`` (see :func:`next_token_response_mask`).
 
     Visual tokens are padded per sample: all images of a sample concatenated in order, ``(B, V, D)``
-    with a ``(B, V)`` boolean mask; a sample without images has an all-False row.
+    with a ``(B, V)`` boolean mask; a sample without images has an all-False row. They are the tokens the
+    language model *receives*; ``*_image_mask`` instead marks, in each model's own sequence ``(B, L)``, the
+    positions that hold visual tokens, so ``*_hidden[*_image_mask]`` are the LM's own states there.
     """
 
     student_hidden: torch.Tensor
@@ -71,6 +73,8 @@ class DistillFeatures:
     student_visual_mask: torch.Tensor | None = None
     teacher_visual: torch.Tensor | None = None
     teacher_visual_mask: torch.Tensor | None = None
+    student_image_mask: torch.Tensor | None = None
+    teacher_image_mask: torch.Tensor | None = None
     student_logits: torch.Tensor | None = None
     teacher_logits: torch.Tensor | None = None
     student_lm_head: nn.Module | None = None

@@ -15,15 +15,14 @@ from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, Mod
 class EMKDMethod(DistillationMethod):
     """EM-KD; equations and the cross-vocabulary adaptation in :mod:`evl_kd_trainer.losses.emkd`.
 
-    Per sample: the vision tokens (``features.*_visual`` under ``*_visual_mask``) are decoded by each
-    model's LM head into vision logits (EM-KD decodes the LM's last-layer states at the image
-    positions: exact when the trainer captures those, an approximation when it passes the projector
-    outputs), matched by the Hungarian algorithm, then
+    Per sample: the language model's last-layer hidden states at the image-token positions
+    (``features.*_hidden[*_image_mask]``, the "vision tokens" EM-KD decodes) go through each model's LM head
+    into vision logits, are matched by the Hungarian algorithm, then
 
     * ``vsd_loss``: reverse KL between matched vision logits (mean over pairs, then samples);
     * ``vlad_loss``: SmoothL1 between the cosine affinities of the answer hidden states with the
-      matched vision tokens; the two answers are aligned by index and truncated to the shorter
-      (ULD's scheme), since their tokenisations differ.
+      matched vision tokens (both last-layer states); the two answers are aligned by index and truncated
+      to the shorter (ULD's scheme), since their tokenisations differ.
 
     ``kd_loss = w_vsd * VSD + w_vlad * VLAD`` and the total is ``CE + kd_loss``: EM-KD adds weighted
     distillation terms to the supervised loss rather than mixing convexly.
@@ -33,7 +32,6 @@ class EMKDMethod(DistillationMethod):
     """
 
     name: ClassVar[str] = "emkd"
-    needs_visual: ClassVar[bool] = True
 
     def __init__(self, args: Any, student_dims: ModelDims, teacher_dims: ModelDims) -> None:
         super().__init__(args, student_dims, teacher_dims)
@@ -42,6 +40,9 @@ class EMKDMethod(DistillationMethod):
             raise ValueError(f"emkd_cross_vocab must be one of {CROSS_VOCAB_MODES}, got {self.cross_vocab!r}")
         if self.cross_vocab == "same_vocab" and student_dims.vocab_size != teacher_dims.vocab_size:
             raise ValueError("emkd_cross_vocab='same_vocab' needs equal vocabularies; use 'sorted_probs'")
+        for key in ("student_hidden_layer", "teacher_hidden_layer"):
+            if int(getattr(args, key, -1)) != -1:
+                raise ValueError(f"EM-KD decodes last-layer states with the LM head: leave `{key}` at -1.")
         self.top_k = int(getattr(args, "emkd_topk", 64))
         self.temperature = float(getattr(args, "emkd_temperature", 1.0))
         self.vsd_weight = float(getattr(args, "emkd_vsd_weight", 1.0))
@@ -49,18 +50,18 @@ class EMKDMethod(DistillationMethod):
 
     def forward(self, features: DistillFeatures) -> dict[str, torch.Tensor]:
         f = features
-        for field in ("student_visual", "student_visual_mask", "teacher_visual", "teacher_visual_mask"):
+        for field in ("student_image_mask", "teacher_image_mask"):
             if getattr(f, field) is None:
-                raise ValueError(f"EM-KD needs features.{field}")
+                raise ValueError(f"EM-KD needs features.{field} (the image-token positions of each view)")
         if f.student_lm_head is None or f.teacher_lm_head is None:
             raise ValueError("EM-KD needs both LM heads")
         s_text, t_text, text_mask = align_response_spans(
             f.student_hidden, f.student_response_mask, f.teacher_hidden.detach(), f.teacher_response_mask
         )
         vsd_terms, vlad_terms = [], []
-        for b in range(f.student_visual.shape[0]):
-            s_vis = f.student_visual[b][f.student_visual_mask[b].bool()]
-            t_vis = f.teacher_visual[b][f.teacher_visual_mask[b].bool()].detach()
+        for b in range(f.student_hidden.shape[0]):
+            s_vis = f.student_hidden[b][f.student_image_mask[b].bool()]
+            t_vis = f.teacher_hidden[b][f.teacher_image_mask[b].bool()].detach()
             if s_vis.shape[0] == 0 or t_vis.shape[0] == 0:
                 continue  # a sample without images has nothing to match
             s_logits = f.student_lm_head(s_vis.to(f.student_lm_head.weight.dtype))

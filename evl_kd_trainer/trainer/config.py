@@ -71,8 +71,12 @@ class EVLDistillConfig(SFTConfig):
             Longest teacher view in tokens (image tokens included); longer samples are cut after their image or
             dropped (counted). `None` never truncates the teacher view. PULSE's Vicuna context is 4096.
         teacher_chat_template (`str`, *optional*):
-            Name (`"llava_v1"`, `"qwen_vl"`) or Jinja text of the teacher's conversation template, when its
-            processor carries none.
+            Name (`"llava_v1"`, `"qwen_vl"`, `"qwen2_vl"`) or Jinja text of the teacher's conversation template,
+            when its processor carries none or the wrong one.
+        student_chat_template (`str`, *optional*):
+            Same for the student. By default the student processor's template is used; one without
+            `{% generation %}` markers (the released Qwen-VL templates) is replaced by the registered template
+            of its family, which renders the same conversation and marks the answers for the labels.
 
         > Parameters of the baseline methods (used only by the method that reads them)
 
@@ -156,7 +160,11 @@ class EVLDistillConfig(SFTConfig):
     )
     teacher_chat_template: str | None = field(
         default=None,
-        metadata={"help": "Teacher conversation template name ('llava_v1', 'qwen_vl') or Jinja text."},
+        metadata={"help": "Teacher conversation template name ('llava_v1', 'qwen_vl', 'qwen2_vl') or Jinja text."},
+    )
+    student_chat_template: str | None = field(
+        default=None,
+        metadata={"help": "Student conversation template name ('qwen_vl', 'qwen2_vl', 'llava_v1') or Jinja text."},
     )
     uld_lambda: float = field(default=1.5, metadata={"help": "ULD: weight of L_uld in CE + lambda * L_uld."})
     mlot_lambda: float = field(default=1.5, metadata={"help": "MultiLevelOT: weight of token + seq_weight * sequence."})

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedModel, ProcessorMixin, TrainingArguments
+from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 
@@ -78,6 +78,25 @@ def _check_processor_matches(model: nn.Module, processor: Any, role: str) -> Non
                 f"The {role} processor maps its image token {image_token!r} to id {processor_id}, but the {role} "
                 f"model expects image token id {image_token_id}: the processor does not belong to this model."
             )
+
+
+class _SkipNonfiniteUpdate(TrainerCallback):
+    """Drops the optimizer update of a step whose loss had a non-finite term (``nonfinite_kd_action="skip"``).
+
+    Every gradient is set to ``None`` just before ``optimizer.step()``: PyTorch optimizers then leave each
+    parameter and its state (moments, step count, decoupled weight decay) untouched. The learning-rate schedule
+    still advances, as it does for a step skipped by fp16 loss scaling.
+    """
+
+    def __init__(self, trainer: EVLDistillTrainer) -> None:
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        trainer = self.trainer
+        if trainer._skip_update:
+            trainer._skip_update = False
+            if trainer.optimizer is not None:
+                trainer.optimizer.zero_grad(set_to_none=True)
 
 
 class EVLDistillTrainer(SFTTrainer):
@@ -170,6 +189,7 @@ class EVLDistillTrainer(SFTTrainer):
                 teacher_processor=teacher_processing_class if teacher is not None else None,
                 max_length=args.max_length,
                 teacher_max_length=args.teacher_max_length,
+                chat_template=args.student_chat_template,
             )
         # The collator needs the raw `messages`/`images` columns.
         args.remove_unused_columns = False
@@ -201,6 +221,14 @@ class EVLDistillTrainer(SFTTrainer):
         self._kd_hf_student = hf_student
         self._pending_terms: dict[str, torch.Tensor] | None = None
         self.skipped_nonfinite_steps = 0
+        self._skip_update = False  # set by a non-finite micro-batch, cleared by `_SkipNonfiniteUpdate`
+        if args.nonfinite_kd_action == "skip":
+            if self.is_deepspeed_enabled:
+                logger.warning(
+                    "nonfinite_kd_action='skip' under DeepSpeed zeroes the bad micro-batch's loss, but DeepSpeed's "
+                    "own optimizer step still runs (weight decay, moment decay)."
+                )
+            self.add_callback(_SkipNonfiniteUpdate(self))
 
         # An inactive method (alpha = 0, ...) never reads the teacher: do not spend memory placing it.
         self.teacher_model = self._prepare_teacher(teacher) if teacher is not None and method.is_active() else None
@@ -324,7 +352,8 @@ class EVLDistillTrainer(SFTTrainer):
         # whole accumulated batch), so per-micro-batch means are averaged over the accumulation steps, like TRL
         # does for the MoE auxiliary loss.
         steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
-        if self._handle_nonfinite(terms):
+        if self._handle_nonfinite(ce_loss, terms):
+            # No gradient from this micro-batch; `_SkipNonfiniteUpdate` then drops the whole optimizer update.
             total = ce_loss * 0.0
         else:
             scaled = {name: value / steps for name, value in terms.items()}
@@ -355,6 +384,11 @@ class EVLDistillTrainer(SFTTrainer):
         trainer = self
 
         def forward_with_distillation(*args: Any, **kwargs: Any) -> Any:
+            if trainer._pending_terms is not None:
+                # SFTTrainer runs a second, no-grad forward for its metrics when the loss needs full logits
+                # (`compute_loss_func`, label smoothing) or outputs are asked for: the terms of the first forward,
+                # the one with gradients, stand; the extra forward is the student's own.
+                return inner_forward(*args, **kwargs)
             with capture_features(
                 target,
                 trainer.student_adapter,
@@ -396,6 +430,8 @@ class EVLDistillTrainer(SFTTrainer):
             teacher_response_mask=context["teacher_response_mask"],
             student_input_ids=context["student_input_ids"],
             teacher_input_ids=context["teacher_input_ids"],
+            student_image_mask=self.student_adapter.image_token_mask(context["student_input_ids"]),
+            teacher_image_mask=self.teacher_adapter.image_token_mask(context["teacher_input_ids"]),
         )
         if method.needs_visual:
             features.student_visual, features.student_visual_mask = student_store.padded_visual()
@@ -413,20 +449,30 @@ class EVLDistillTrainer(SFTTrainer):
                 features.teacher_logits = teacher_lm_head(teacher_store.hidden)
         return features
 
-    def _handle_nonfinite(self, terms: dict[str, torch.Tensor]) -> bool:
-        """True when the step must be skipped; raises under ``nonfinite_kd_action="error"``."""
-        bad = [name for name, value in terms.items() if not torch.isfinite(value.detach()).all()]
-        if not bad:
+    def _handle_nonfinite(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> bool:
+        """True when this optimizer update must be skipped; raises under ``nonfinite_kd_action="error"``.
+
+        The verdict is shared by all ranks (one all-gathered flag), so that every rank raises, or every rank skips
+        the same update, instead of one rank leaving the others waiting in a collective.
+        """
+        values = {"ce_loss": ce_loss, **terms}
+        bad = [name for name, value in values.items() if not torch.isfinite(value.detach()).all()]
+        flag = torch.tensor([float(bool(bad))], device=ce_loss.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.gather(flag)
+        if not bool(flag.any()):
             return False
         step = self.state.global_step
+        found = ", ".join(f"{name}={values[name].detach().float().mean().item()}" for name in bad) or "on another rank"
         if self.args.nonfinite_kd_action == "error":
-            values = ", ".join(f"{name}={terms[name].item()}" for name in bad)
             raise FloatingPointError(
-                f"Non-finite distillation term at global step {step}: {values}. Set "
-                "`nonfinite_kd_action='skip'` to skip such steps (they are counted)."
+                f"Non-finite loss term at global step {step}: {found}. Set `nonfinite_kd_action='skip'` to skip "
+                "such updates (they are counted)."
             )
-        self.skipped_nonfinite_steps += 1
-        logger.warning(f"Skipping step {step}: non-finite distillation term(s) {bad}.")
+        if not self._skip_update:
+            self._skip_update = True
+            self.skipped_nonfinite_steps += 1
+            logger.warning(f"Skipping the update of global step {step}: non-finite term(s) {found}.")
         return True
 
     def _log_terms(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
