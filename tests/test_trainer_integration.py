@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
 
 import pytest
@@ -13,6 +12,7 @@ from trl import SFTConfig, SFTTrainer
 
 from evl_kd_trainer.testing import build_tiny_llava_next, build_tiny_qwen3_vl, make_tiny_vlm_dataset
 from evl_kd_trainer.trainer import ALIGNER_WEIGHTS_NAME, EVLDistillTrainer
+from evl_kd_trainer.trainer.model_card import build_model_card
 from tests.test_trainer import COMMON, make_args, step_logs
 
 
@@ -66,15 +66,16 @@ def test_push_to_hub_sends_the_student_processor_and_card_only(tmp_path, monkeyp
 
         return RepoUrl(f"https://huggingface.co/{repo_id}")
 
-    def fake_upload_folder(self, *, repo_id, folder_path, ignore_patterns=None, **kwargs):
-        files = []
-        for root, _, names in os.walk(folder_path):
-            for name in names:
-                rel = os.path.relpath(os.path.join(root, name), folder_path)
-                if not any(
-                    fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel.split(os.sep)[0], p) for p in ignore_patterns or []
-                ):
-                    files.append(rel)
+    def fake_upload_folder(self, *, repo_id, folder_path, ignore_patterns=None, allow_patterns=None, **kwargs):
+        from huggingface_hub.utils import filter_repo_objects
+
+        every = [
+            os.path.relpath(os.path.join(root, name), folder_path)
+            for root, _, names in os.walk(folder_path)
+            for name in names
+        ]
+        # the selection upload_folder itself makes, with the patterns Trainer passed
+        files = filter_repo_objects(every, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)
         sent["files"] = sorted(files)
         sent["card"] = open(os.path.join(folder_path, "README.md"), encoding="utf-8").read()
         return "https://huggingface.co/fake/commit/0"
@@ -83,6 +84,7 @@ def test_push_to_hub_sends_the_student_processor_and_card_only(tmp_path, monkeyp
     monkeypatch.setattr(HfApi, "create_repo", fake_create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", fake_upload_folder)
     student, teacher = build_tiny_qwen3_vl(seed=0), build_tiny_llava_next(seed=1)
+    student[0].config._name_or_path = "Qwen/Qwen3-VL-2B-Instruct"
     teacher[0].config._name_or_path = "PULSE-ECG/PULSE-7B"
     teacher[0].config._commit_hash = "abc1234"
     trainer = EVLDistillTrainer(
@@ -103,6 +105,7 @@ def test_push_to_hub_sends_the_student_processor_and_card_only(tmp_path, monkeyp
     )
     trainer.train()
     trainer.push_to_hub(dataset_name="PULSE-ECG/ECGInstruct")
+    local_card = build_model_card(trainer, "x", dataset_name=str(tmp_path / "train.json")).data.to_dict()
 
     assert sent["repo_id"] == "me/qwen3vl-ecg-evl"
     files = sent["files"]
@@ -112,6 +115,8 @@ def test_push_to_hub_sends_the_student_processor_and_card_only(tmp_path, monkeyp
     assert not any("aligner" in f or f.startswith("checkpoint-") for f in files), files
     card = sent["card"]
     for needle in (
+        "Qwen/Qwen3-VL-2B-Instruct",
+        "base_model: Qwen/Qwen3-VL-2B-Instruct",
         "PULSE-ECG/PULSE-7B",
         "abc1234",
         "`evl`",
@@ -122,8 +127,11 @@ def test_push_to_hub_sends_the_student_processor_and_card_only(tmp_path, monkeyp
         "knowledge-distillation",
         "eval_loss",
         "eval_ot_loss",
+        "mhca_reduction=mean",
     ):
         assert needle in card, needle
+    assert "- PULSE-ECG/ECGInstruct" in card  # the card's datasets metadata links Hub datasets
+    assert "datasets" not in local_card  # a local training file is named in the text only
 
 
 def test_drop_in_replacement_of_an_sft_script(tmp_path):

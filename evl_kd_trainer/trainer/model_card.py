@@ -19,7 +19,18 @@ METHOD_TITLES = {
 }
 
 METHOD_WEIGHTS = {
-    "evl": ("alpha", "lambda_mhca", "lambda_rel", "lambda_ot", "mhca_num_heads", "sinkhorn_epsilon", "kd_token_scope"),
+    "evl": (
+        "alpha",
+        "lambda_mhca",
+        "lambda_rel",
+        "lambda_ot",
+        "mhca_num_heads",
+        "sinkhorn_epsilon",
+        "kd_token_scope",
+        "mhca_reduction",
+        "student_hidden_layer",
+        "teacher_hidden_layer",
+    ),
     "sft": (),
     "uld": ("uld_lambda",),
     "multilevel_ot": ("mlot_lambda", "mlot_topk", "mlot_log_weight", "mlot_seq_weight", "mlot_sinkhorn_reg"),
@@ -58,6 +69,16 @@ def _dataset_names(trainer: Any, dataset_name: str | None) -> list[str]:
     return names
 
 
+def _hub_dataset_ids(names: list[str]) -> list[str]:
+    """The names that can be Hub dataset ids: the card's ``datasets:`` metadata links them, local files it cannot."""
+    local_suffixes = (".json", ".jsonl", ".parquet", ".csv", ".arrow")
+    return [
+        name
+        for name in names
+        if not os.path.exists(name) and not os.path.isabs(name) and not name.lower().endswith(local_suffixes)
+    ]
+
+
 def build_model_card(trainer: Any, model_name: str, dataset_name: str | None = None, tags: Any = None) -> ModelCard:
     """Build the card of ``trainer``'s student: base student, teacher (name and revision), method and its
     weights, datasets, evaluation metrics when present, tags."""
@@ -87,7 +108,7 @@ def build_model_card(trainer: Any, model_name: str, dataset_name: str | None = N
         library_name="transformers",
         pipeline_tag="image-text-to-text",
         base_model=_hub_id(base_student),
-        datasets=datasets or None,
+        datasets=_hub_dataset_ids(datasets) or None,
         tags=sorted(tag_set),
         model_name=model_name,
     )
