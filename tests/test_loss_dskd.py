@@ -94,7 +94,7 @@ def _reference(data, mods, targets, temperature):
     std_k = np_["teacher_index_embeds"][t_mask].std(ddof=1)
     std_h = np_["teacher_hidden"][t_mask].std(ddof=1)
     std_e = np_["teacher_target_embeds"][t_mask].std(ddof=1)
-    ce, stu_kl, tea_kl, n_s, n_t, t2s_all = 0.0, 0.0, 0.0, 0, 0, {}
+    ce, stu_kl, tea_kl, n_s, t2s_all = 0.0, 0.0, 0.0, 0, {}
     for b in range(s_mask.shape[0]):
         si = [i for i in range(s_mask.shape[1]) if s_mask[b, i]]
         tj = [j for j in range(t_mask.shape[1]) if t_mask[b, j]]
@@ -124,8 +124,8 @@ def _reference(data, mods, targets, temperature):
             att = _softmax(scores[:, c])
             h = sum(att[a] * (w["s2t"][0] @ np_["student_hidden"][b, i] + w["s2t"][1]) for a, i in enumerate(si))
             tea_kl += _kl(np_["teacher_logits"][b, j], th @ h, temperature)
-            n_t += 1
-    return {"t2s_ce": ce / n_s, "student_space": stu_kl / n_s, "teacher_space": tea_kl / n_t}, t2s_all
+    # every term is a sum divided by the number of student answer tokens (the authors' `loss_denom`)
+    return {"t2s_ce": ce / n_s, "student_space": stu_kl / n_s, "teacher_space": tea_kl / n_s}, t2s_all
 
 
 def _call(data, mods, targets, temperature=2.0):

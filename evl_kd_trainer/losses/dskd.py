@@ -18,7 +18,9 @@ teacher answer positions j. Following the paper's CMA and the authors' criterion
   KL(softmax(z^t/T) || softmax(z^{s->t}/T))``;
 * ``KD = L_t2s_ce + L_student + L_teacher``; the method mixes ``(1 - alpha) CE + alpha KD``.
 
-Reductions are means over valid answer positions (the code sums and divides by the token count).
+Reductions: every term is summed over its positions and divided by the number of *student* answer tokens,
+as the authors' training loop divides the whole loss by the student's label count (``loss_denom``); the
+teacher-space term therefore sums over the teacher's answer tokens but is normalised by the student's.
 """
 
 from __future__ import annotations
@@ -44,12 +46,19 @@ def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
     return (t_log.exp() * (t_log - s_log)).sum(dim=-1)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``sum(values * weights) / count(mask)`` over masked entries (0, attached to the graph, when empty)."""
+def masked_mean(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    denominator: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``sum(values * weights) / count(mask)`` over masked entries (0, attached to the graph, when empty);
+    ``denominator`` (a mask) counts the divisor instead of ``mask``."""
     mask = mask.bool()
     kept = mask if weights is None else mask & weights.bool()
     total = torch.where(kept, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
-    return total / mask.sum().clamp(min=1).to(values.dtype)
+    count = mask.sum() if denominator is None else denominator.bool().sum()
+    return total / count.clamp(min=1).to(values.dtype)
 
 
 @register_loss("dskd_kl")
@@ -136,5 +145,5 @@ def dskd_cma_terms(
     # Student -> teacher space: the same scores, normalised over the student positions.
     s2t_hidden = torch.softmax(scores.transpose(1, 2), dim=-1) @ s2t_proj(student_hidden).float()
     s2t_logits = teacher_head(s2t_hidden).float()
-    teacher_space = masked_mean(forward_kl(s2t_logits, teacher_logits, temperature), t_mask)
+    teacher_space = masked_mean(forward_kl(s2t_logits, teacher_logits, temperature), t_mask, denominator=s_mask)
     return {"t2s_ce": t2s_ce, "student_space": student_space, "teacher_space": teacher_space}
