@@ -181,6 +181,23 @@ def test_mmmu_ecg_letters_from_options():
     assert compat["accuracy"] == approx(50.0) and compat["random_guesses"] == 1
 
 
+def test_reference_compat_guesses_follow_one_stream_across_splits():
+    """PULSE's scorer seeds once and draws MMMU-ECG's guesses before CSN's: a shared stream reproduces that."""
+    import random
+
+    mmmu_prompt = "What is shown?\n(A) sinus rhythm\n(B) flutter\n(C) VT\n(D) AF"
+    stream = random.Random(42)
+    mmmu = parse_samples("mmmu-ecg", ["??", "??"], ["A", "B"], [mmmu_prompt] * 2, reference_compat=True, rng=stream)
+    csn = parse_samples("csn", ["??"] * 3, ["A", "B", "C"], [CSN_PROMPT] * 3, reference_compat=True, rng=stream)
+    expected = random.Random(42)
+    assert [p.guessed for p in mmmu] == [expected.choice("ABCD") for _ in range(2)]
+    assert [p.guessed for p in csn] == [expected.choice("ABCDEFGH") for _ in range(3)]
+    # without a shared stream each split starts again at seed 42
+    alone = parse_samples("csn", ["??"] * 3, ["A", "B", "C"], [CSN_PROMPT] * 3, reference_compat=True)
+    fresh = random.Random(42)
+    assert [p.guessed for p in alone] == [fresh.choice("ABCDEFGH") for _ in range(3)]
+
+
 def test_synthetic_split_scored_as_multiple_choice():
     prompt = "<image>\nWhich rhythm does this ECG show?\nA. sinus rhythm\nB. atrial fibrillation\nC. sinus bradycardia"
     references = ["A", "B", "C"]

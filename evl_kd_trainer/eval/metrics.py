@@ -44,6 +44,9 @@ from evl_kd_trainer.eval.splits import CHOICE, ECGQA, MULTILABEL, SplitSpec, get
 # The reference scorer takes the first character of CSN's and G12EC's gold answer, and MMMU-ECG's whole answer.
 _REFERENCE_GOLD_FIRST_CHAR = frozenset({"csn", "g12ec", "synthetic"})
 REFERENCE_SEED = 42
+# The order in which PULSE's `evaluate_ecgbench.py` scores the splits (its `__main__`); only the multiple-choice
+# splits draw random guesses, from one `random.seed(42)` stream for the whole process.
+REFERENCE_SCORING_ORDER = ("mmmu-ecg", "ptb-xl-super", "cpsc2018", "csn", "g12ec", "ecgqa", "code15")
 
 
 @dataclass
@@ -110,8 +113,10 @@ def parse_samples(
     prompts: Sequence[str | None] | None = None,
     *,
     reference_compat: bool = False,
+    rng: random.Random | None = None,
 ) -> list[ParsedSample]:
-    """Parse every prediction and gold answer of ``split`` (see :func:`score_ecgbench` for the arguments).
+    """Parse every prediction and gold answer of ``split`` (see :func:`score_ecgbench` for the arguments;
+    ``rng`` draws the reference-compat random guesses, a fresh ``Random(42)`` when ``None``).
 
     Raises:
         ValueError: unknown split, mismatched lengths, no sample, ECG-QA without prompts, or (our scoring) a
@@ -129,7 +134,7 @@ def parse_samples(
             _parse_ecgqa(spec, i, p, r, prompt_of(i), reference_compat)
             for i, (p, r) in enumerate(zip(predictions, references))
         ]
-    rng = random.Random(REFERENCE_SEED)
+    rng = rng if rng is not None else random.Random(REFERENCE_SEED)
     return [
         _parse_choice(spec, i, p, r, prompt_of(i), reference_compat, rng)
         for i, (p, r) in enumerate(zip(predictions, references))
@@ -334,6 +339,7 @@ def score_ecgbench(
     prompts: Sequence[str | None] | None = None,
     *,
     reference_compat: bool = False,
+    rng: random.Random | None = None,
 ) -> dict[str, Any]:
     """Score generated answers on one ECG-Bench split, x100 as in the paper's Table 1.
 
@@ -346,6 +352,10 @@ def score_ecgbench(
             letters and the option texts (matched when an answer gives the text instead of the letter).
         reference_compat: score as PULSE's reference scorer does (substring matching, NaN AUC, random guess
             for unparseable choices), to compare with published numbers.
+        rng: the stream the reference-compat random guesses come from; default a fresh ``random.Random(42)``
+            per call. PULSE's scorer seeds once per process and draws in its own order (every MMMU-ECG file,
+            then CSN, then G12EC): pass one shared ``random.Random(42)`` through the splits in
+            :data:`REFERENCE_SCORING_ORDER` to reproduce a whole run (``evl-kd evaluate`` does).
 
     Returns:
         ``{"auc", "f1", "hamming_loss"}`` (multi-label) or ``{"accuracy"}``, plus ``split``, ``task``, ``n``,
@@ -353,5 +363,5 @@ def score_ecgbench(
         ``f1_excluded_classes`` (multi-label), ``per_class`` and ``reference_compat``; ``random_guesses``
         for multiple choice in compat mode. An undefined metric is NaN.
     """
-    parsed = parse_samples(split, predictions, references, prompts, reference_compat=reference_compat)
+    parsed = parse_samples(split, predictions, references, prompts, reference_compat=reference_compat, rng=rng)
     return scores_from_parsed(split, parsed, reference_compat=reference_compat)

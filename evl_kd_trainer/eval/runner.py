@@ -11,10 +11,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import random
 import re
 from typing import TYPE_CHECKING, Any
 
-from evl_kd_trainer.eval.metrics import parse_samples, scores_from_parsed
+from evl_kd_trainer.eval.metrics import REFERENCE_SCORING_ORDER, REFERENCE_SEED, parse_samples, scores_from_parsed
 from evl_kd_trainer.eval.records import SplitRecords, read_split
 from evl_kd_trainer.eval.report import markdown_table, plot_per_class, write_json, write_predictions
 
@@ -84,6 +85,7 @@ def score_split(
     skipped: list[tuple[str, str]],
     *,
     reference_compat: bool,
+    rng: random.Random | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Scores of one split for one model, and its per-sample rows for the predictions JSONL."""
     pairs = [(record, generation) for record, generation in zip(loaded.records, generations) if generation is not None]
@@ -96,6 +98,7 @@ def score_split(
             [record.reference for record, _ in pairs],
             [record.prompt for record, _ in pairs],
             reference_compat=reference_compat,
+            rng=rng,
         )
         scores = scores_from_parsed(split, parsed, reference_compat=reference_compat)
         for (record, generation), sample in zip(pairs, parsed):
@@ -123,24 +126,42 @@ def run_evaluation(args: EvalArguments) -> dict[str, Any]:
     splits = load_splits(args)
     os.makedirs(args.output_dir, exist_ok=True)
     names = args.display_names()
-    results: dict[str, Any] = {}
+    generated: dict[str, dict[str, tuple[list[Generation | None], list[tuple[str, str]]]]] = {}
     for index, name in enumerate(names):
         generator = _load(args, index)
-        entry: dict[str, Any] = {"model_name_or_path": args.model_name_or_path[index], "splits": {}}
-        folder = os.path.join(args.output_dir, PREDICTIONS_DIR, _slug(name))
-        os.makedirs(folder, exist_ok=True)
-        for split, loaded in splits.items():
-            generations, skipped = generator(loaded.records, desc=f"{name} | {split}", progress=args.progress)
-            scores, rows = score_split(split, loaded, generations, skipped, reference_compat=args.reference_compat)
-            predictions_file = os.path.join(folder, f"{split}.jsonl")
-            write_predictions(predictions_file, rows)
-            scores["predictions_file"] = os.path.relpath(predictions_file, args.output_dir)
-            entry["splits"][split] = scores
-            logger.info("%s on %s: %s", name, split, {key: scores.get(key) for key in ("n", "unparsed")})
-        results[name] = entry
+        generated[name] = {
+            split: generator(loaded.records, desc=f"{name} | {split}", progress=args.progress)
+            for split, loaded in splits.items()
+        }
         del generator
         gc.collect()
         _empty_cache()
+
+    # Scored after all generation, split by split in the reference scorer's order, so that under
+    # `reference_compat` one `Random(42)` stream gives the random guesses PULSE's script draws.
+    rng = random.Random(REFERENCE_SEED)
+    order = sorted(splits, key=lambda s: REFERENCE_SCORING_ORDER.index(s) if s in REFERENCE_SCORING_ORDER else 99)
+    scored: dict[tuple[str, str], dict[str, Any]] = {}
+    for split in order:
+        for name in names:
+            generations, skipped = generated[name][split]
+            scores, rows = score_split(
+                split, splits[split], generations, skipped, reference_compat=args.reference_compat, rng=rng
+            )
+            folder = os.path.join(args.output_dir, PREDICTIONS_DIR, _slug(name))
+            os.makedirs(folder, exist_ok=True)
+            predictions_file = os.path.join(folder, f"{split}.jsonl")
+            write_predictions(predictions_file, rows)
+            scores["predictions_file"] = os.path.relpath(predictions_file, args.output_dir)
+            scored[name, split] = scores
+            logger.info("%s on %s: %s", name, split, {key: scores.get(key) for key in ("n", "unparsed")})
+    results: dict[str, Any] = {
+        name: {
+            "model_name_or_path": args.model_name_or_path[index],
+            "splits": {split: scored[name, split] for split in splits},
+        }
+        for index, name in enumerate(names)
+    }
     payload = {
         "reference_compat": args.reference_compat,
         "max_new_tokens": args.max_new_tokens,
