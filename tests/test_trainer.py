@@ -116,6 +116,8 @@ def test_alpha_zero_reproduces_sft_exactly(tmp_path):
     evl_losses = [e["loss"] for e in evl.state.log_history if "loss" in e]
     assert len(sft_losses) == 3
     assert evl_losses == sft_losses
+    # an inactive method still logs `ce_loss` (the demo's SFT control plots beside the distilled run)
+    assert [e["ce_loss"] for e in evl.state.log_history if "loss" in e] == pytest.approx(evl_losses, rel=1e-6)
     assert evl.teacher_model is None  # never placed, never run
     sft_state = sft.model.state_dict()
     for key, value in evl.model.state_dict().items():
@@ -136,6 +138,23 @@ def test_kd_terms_keep_their_gradients_when_sft_runs_a_second_metrics_forward(tm
     for entry in step_logs(trainer):
         kd = entry["mhca_loss"] + 0.03 * entry["rel_loss"] + 0.1 * entry["ot_loss"]
         assert entry["loss"] == pytest.approx(0.7 * entry["ce_loss"] + 0.3 * kd, rel=1e-5)
+
+
+@pytest.mark.parametrize("settings", [{"alpha": 0.0}, {"lambda_mhca": 0.0, "lambda_rel": 0.0, "lambda_ot": 0.0}])
+def test_inactive_method_never_loads_the_teacher_or_renders_its_view(tmp_path, settings):
+    student = build_tiny_qwen3_vl(seed=0)
+    trainer = EVLDistillTrainer(
+        student[0],
+        teacher_model=str(tmp_path / "no-such-teacher"),  # would fail to load
+        args=make_args(tmp_path, max_steps=1, **settings),
+        train_dataset=make_tiny_vlm_dataset(n=4, seed=0),
+        processing_class=student[1],
+    )
+    assert trainer.teacher_model is None and not trainer.kd_method.is_active()
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    assert not any(key.startswith("teacher_") for key in batch)
+    trainer.train()
+    assert all("mhca_loss" not in e for e in trainer.state.log_history)
 
 
 def test_zero_weight_skips_its_term(tmp_path):

@@ -118,10 +118,16 @@ class DistillationMethod(nn.Module):
         the method's combined distillation term (its own weights applied)."""
         raise NotImplementedError
 
+    @classmethod
+    def active_for(cls, args: Any) -> bool:
+        """Whether the distillation terms carry any weight under ``args``; when not, the trainer neither loads
+        nor runs the teacher and skips the method, so the run is plain SFT (default: ``alpha > 0``). A class
+        method, so the trainer can decide before it loads a teacher."""
+        return float(getattr(args, "alpha", 0.0)) > 0.0
+
     def is_active(self) -> bool:
-        """Whether the distillation terms carry any weight; when not, the trainer skips the teacher and the
-        method entirely, so the run is plain SFT (default: ``alpha > 0``)."""
-        return float(getattr(self.args, "alpha", 0.0)) > 0.0
+        """:meth:`active_for` of this method's own ``args``."""
+        return self.active_for(self.args)
 
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Combine the student's CE with the method's terms; default ``(1 - alpha) * CE + alpha * kd_loss``

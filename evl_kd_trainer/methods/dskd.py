@@ -129,8 +129,9 @@ class DSKDMethod(DistillationMethod):
             "kd_loss": kd,
         }
 
-    def is_active(self) -> bool:
-        return self.alpha > 0.0
+    @classmethod
+    def active_for(cls, args: Any) -> bool:
+        return float(getattr(args, "dskd_alpha", 0.5)) > 0.0
 
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """DSKD's objective: ``(1 - alpha) CE + alpha KD`` with its own ``dskd_alpha`` (0.5)."""

@@ -77,8 +77,9 @@ class EMKDMethod(DistillationMethod):
         vlad = torch.stack(vlad_terms).mean() if vlad_terms else zero
         return {"vsd_loss": vsd, "vlad_loss": vlad, "kd_loss": self.vsd_weight * vsd + self.vlad_weight * vlad}
 
-    def is_active(self) -> bool:
-        return self.vsd_weight > 0.0 or self.vlad_weight > 0.0
+    @classmethod
+    def active_for(cls, args: Any) -> bool:
+        return float(getattr(args, "emkd_vsd_weight", 1.0)) > 0.0 or float(getattr(args, "emkd_vlad_weight", 1.0)) > 0.0
 
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """EM-KD's objective: ``CE + w_vsd * VSD + w_vlad * VLAD`` (weights already in ``kd_loss``)."""

@@ -42,6 +42,12 @@ class EVLMethod(DistillationMethod):
         if self.lambda_ot > 0:
             self.visual_projector = VisualProjector(teacher_dims.visual_width, student_dims.visual_width)
 
+    @classmethod
+    def active_for(cls, args: Any) -> bool:
+        """``alpha > 0`` and at least one term weighted: with every lambda at 0 the run is plain SFT."""
+        weights = (float(getattr(args, name, 0.0)) for name in ("lambda_mhca", "lambda_rel", "lambda_ot"))
+        return float(getattr(args, "alpha", 0.0)) > 0.0 and any(w > 0.0 for w in weights)
+
     @property
     def needs_visual(self) -> bool:  # type: ignore[override]
         return self.visual_projector is not None

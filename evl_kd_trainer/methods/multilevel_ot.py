@@ -52,8 +52,9 @@ class MultiLevelOTMethod(DistillationMethod):
         kd = token + self.seq_weight * seq
         return {"mlot_token_loss": token, "mlot_seq_loss": seq, "kd_loss": kd}
 
-    def is_active(self) -> bool:
-        return self.mlot_lambda > 0.0
+    @classmethod
+    def active_for(cls, args: Any) -> bool:
+        return float(getattr(args, "mlot_lambda", 1.5)) > 0.0
 
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """MultiLevelOT's objective: ``CE + lambda * (token + 0.1 * sequence)``."""

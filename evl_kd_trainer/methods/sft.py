@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -22,7 +22,8 @@ class SFTMethod(DistillationMethod):
         device = hidden.device if hidden is not None else None
         return {"kd_loss": torch.zeros((), device=device)}
 
-    def is_active(self) -> bool:
+    @classmethod
+    def active_for(cls, args: Any) -> bool:
         return False
 
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:

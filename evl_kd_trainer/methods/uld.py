@@ -43,8 +43,9 @@ class ULDMethod(DistillationMethod):
         loss = uld_loss(s, t, mask)
         return {"uld_loss": loss, "kd_loss": loss}
 
-    def is_active(self) -> bool:
-        return self.uld_lambda > 0.0
+    @classmethod
+    def active_for(cls, args: Any) -> bool:
+        return float(getattr(args, "uld_lambda", 1.5)) > 0.0
 
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """ULD's objective: ``CE + lambda * ULD`` (not the convex mix of the base class)."""

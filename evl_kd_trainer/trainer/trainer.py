@@ -146,10 +146,12 @@ class EVLDistillTrainer(SFTTrainer):
             processing_class = self._default_processor(load_processor, student_path, "student")
         _check_processor_matches(model, processing_class, "student")
 
-        # Teacher: frozen, eval mode, no gradients.
+        # Teacher: frozen, eval mode, no gradients. An inactive method (alpha = 0, every weight 0, kd_method="sft")
+        # is plain SFT: the teacher is then neither loaded nor placed, and the batches carry no teacher view.
         teacher = None
         teacher_adapter = None
         teacher_path = None
+        active = method_cls.active_for(args)
         if method_cls.needs_teacher:
             if teacher_model is None:
                 teacher_model = args.teacher_model_name_or_path
@@ -161,6 +163,9 @@ class EVLDistillTrainer(SFTTrainer):
             teacher_path: str | None = (
                 teacher_model if isinstance(teacher_model, str) else getattr(teacher_model.config, "_name_or_path", "")
             )
+        if method_cls.needs_teacher and not active:
+            logger.info(f"kd_method={args.kd_method!r} carries no weight under these settings: plain SFT, no teacher.")
+        elif method_cls.needs_teacher:
             if isinstance(teacher_model, str):
                 init_kwargs = args.teacher_model_init_kwargs or {}
                 if isinstance(init_kwargs, str):
@@ -232,7 +237,7 @@ class EVLDistillTrainer(SFTTrainer):
 
         # An inactive method (alpha = 0, ...) never reads the teacher: do not spend memory placing it.
         self.teacher_model = self._prepare_teacher(teacher) if teacher is not None and method.is_active() else None
-        self._teacher_name = teacher_path if teacher is not None else None
+        self._teacher_name = teacher_path  # recorded in the model card even when an inactive method left it unloaded
 
     # ----------------------------------------------------------------------------------------------- setup
     @staticmethod
@@ -324,7 +329,11 @@ class EVLDistillTrainer(SFTTrainer):
         teacher_response_mask = teacher_inputs.pop("response_mask", None)
         teacher_inputs.pop("labels", None)
         if not self._kd_active():
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # Logged as in a distillation run, so an SFT control's curves sit beside the distilled ones.
+            steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+            self._log_terms((result[0] if return_outputs else result).detach() * steps, {})
+            return result
 
         if student_response_mask is None:
             student_response_mask = inputs["labels"] != -100
