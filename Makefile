@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH_PIN := constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow test-all lint demo bench clean
+.PHONY: install test test-slow test-demo test-all lint demo bench clean
 
 $(STAMP): setup.py setup.cfg constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,13 @@ $(STAMP): setup.py setup.cfg constraints.txt
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not gpu" -q
+	$(PY) -m pytest -m "not slow and not gpu and not demo" -q
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow" -q
+
+test-demo: $(STAMP)
+	$(PY) -m pytest -m "demo" -q
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

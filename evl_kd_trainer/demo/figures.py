@@ -1,0 +1,132 @@
+"""The demo report's pictures: per-term loss curves, a Sinkhorn transport plan (paper Figure 2) and the
+singular-value spectra of teacher and student features (paper Figure 3).
+
+Each figure is computed from what the demo's runs saved (``trainer_state.json``, the checkpoints and the
+aligner file), so the pictures show the trained models, not a re-run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the demo runs on servers without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from evl_kd_trainer.data.collator import DualViewCollator  # noqa: E402
+from evl_kd_trainer.losses import sinkhorn_plan  # noqa: E402
+from evl_kd_trainer.methods import get_method, load_builtin_methods  # noqa: E402
+from evl_kd_trainer.models.base import get_adapter  # noqa: E402
+from evl_kd_trainer.models.capture import capture_features, teacher_features  # noqa: E402
+from evl_kd_trainer.models.loading import load_model, load_processor  # noqa: E402
+
+TERMS = ("loss", "ce_loss", "mhca_loss", "rel_loss", "ot_loss")
+
+
+def training_logs(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-step log entries of a run (``trainer_state.json`` written by the example scripts)."""
+    state = Path(run_dir) / "trainer_state.json"
+    if not state.is_file():
+        raise FileNotFoundError(f"{state} not found: the run did not finish or did not save its state.")
+    return [entry for entry in json.loads(state.read_text())["log_history"] if "loss" in entry and "step" in entry]
+
+
+def plot_loss_curves(runs: dict[str, str | Path], out: str | Path) -> Path:
+    """One panel per logged term; one line per run that logged it."""
+    logs = {name: training_logs(path) for name, path in runs.items()}
+    terms = [t for t in TERMS if any(t in e for entries in logs.values() for e in entries)]
+    fig, axes = plt.subplots(1, len(terms), figsize=(3.2 * len(terms), 3), squeeze=False)
+    for ax, term in zip(axes[0], terms):
+        for name, entries in logs.items():
+            points = [(e["step"], e[term]) for e in entries if term in e]
+            if points:
+                ax.plot(*zip(*points), label=name, marker=".")
+        ax.set_title(term)
+        ax.set_xlabel("step")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
+
+
+def _method_from_run(run_dir: Path, student: Any, teacher: Any) -> torch.nn.Module:
+    """Rebuild the run's KD method (aligner + projector) and load its trained weights."""
+    load_builtin_methods()
+    args = torch.load(run_dir / "training_args.bin", weights_only=False)
+    method = get_method(args.kd_method)(args, get_adapter(student).dims, get_adapter(teacher).dims)
+    aligner_file = run_dir / "_evl_aligner.safetensors"
+    if not aligner_file.is_file():
+        raise FileNotFoundError(f"{aligner_file} not found: the distilled run saved no aligner.")
+    method.load_state_dict(load_file(str(aligner_file)))
+    return method.eval()
+
+
+def sample_features(student_dir: str | Path, teacher_dir: str | Path, examples: list[dict[str, Any]]) -> dict:
+    """Visual tokens and last-layer hidden states of both models on ``examples`` (TRL messages + images)."""
+    student, teacher = load_model(student_dir).eval(), load_model(teacher_dir).eval()
+    student_processor, teacher_processor = load_processor(student_dir), load_processor(teacher_dir)
+    batch = DualViewCollator(student_processor, teacher_processor=teacher_processor)(examples)
+    student_adapter, teacher_adapter = get_adapter(student), get_adapter(teacher)
+    with torch.no_grad(), capture_features(student, student_adapter) as store:
+        student_adapter.base_model(student)(**student_adapter.filter_inputs(batch), use_cache=False)
+    teacher_inputs = {k.removeprefix("teacher_"): v for k, v in batch.items() if k.startswith("teacher_")}
+    teacher_store = teacher_features(teacher, teacher_adapter, teacher_inputs)
+    return {
+        "student": student,
+        "teacher": teacher,
+        "student_visual": store.visual,
+        "teacher_visual": teacher_store.visual,
+        "student_hidden": store.hidden[batch["attention_mask"].bool()],
+        "teacher_hidden": teacher_store.hidden[teacher_inputs["attention_mask"].bool()],
+    }
+
+
+def plot_transport_plan(run_dir: str | Path, features: dict, out: str | Path, epsilon: float = 0.1) -> Path:
+    """Figure 2: the Sinkhorn plan between the projected teacher and the student visual tokens of one sample."""
+    method = _method_from_run(Path(run_dir), features["student"], features["teacher"])
+    projector = getattr(method, "visual_projector", None)
+    if projector is None:
+        raise ValueError(f"{run_dir}: the run has no visual projector (lambda_ot = 0), so there is no plan to show.")
+    with torch.no_grad():
+        teacher_tokens = projector(features["teacher_visual"][0].float())
+    plan = sinkhorn_plan(teacher_tokens, features["student_visual"][0].float(), epsilon=epsilon)
+    fig, ax = plt.subplots(figsize=(4.5, 5))
+    image = ax.imshow(plan.numpy() * plan.shape[0], aspect="auto", cmap="magma")
+    ax.set_xlabel(f"student visual token (Qwen3-VL, {plan.shape[1]})")
+    ax.set_ylabel(f"teacher visual token (LLaVA-NeXT flat, {plan.shape[0]})")
+    ax.set_title("Sinkhorn transport plan (row-normalised)")
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
+
+
+def singular_values(features: torch.Tensor) -> torch.Tensor:
+    """Singular values of a centred (tokens, width) feature matrix, normalised by the largest."""
+    centred = features.double() - features.double().mean(0, keepdim=True)
+    values = torch.linalg.svdvals(centred)
+    values = values / values[0]
+    # Centring n tokens leaves rank n - 1 at most: drop the numerically zero tail, it is no feature.
+    return values[values > 1e-10]
+
+
+def plot_spectra(spectra: dict[str, torch.Tensor], out: str | Path) -> Path:
+    """Figure 3: singular-value decay of each model's hidden-state features."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, values in spectra.items():
+        ax.semilogy(range(1, len(values) + 1), values.numpy(), label=name)
+    ax.set_xlabel("index")
+    ax.set_ylabel("singular value / largest")
+    ax.set_title("Feature spectrum (SVD of last-layer hidden states)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
