@@ -176,3 +176,25 @@ def test_out_of_range_value_is_an_error(workspace, tmp_path, monkeypatch):
     recipe = write_recipe(tmp_path, alpha=1.5)
     with pytest.raises(ValueError, match="alpha"):
         run_example("distill.py", ["--recipe", str(recipe)], monkeypatch)
+
+
+def test_sft_projector_learning_rate_group(workspace, tmp_path):
+    from evl_kd_trainer.models.loading import load_model, load_processor
+    from evl_kd_trainer.scripts.sft import PROJECTOR_NAME_PATTERNS, VLMSFTConfig, VLMSFTTrainer
+    from evl_kd_trainer.testing import make_tiny_vlm_dataset
+
+    model = load_model(workspace["student"])
+    args = VLMSFTConfig(
+        output_dir=str(tmp_path), learning_rate=1e-4, projector_learning_rate=5e-4, use_cpu=True, bf16=False,
+        report_to="none", max_steps=1,
+    )  # fmt: skip
+    trainer = VLMSFTTrainer(
+        model=model, args=args, train_dataset=make_tiny_vlm_dataset(n=2), processing_class=load_processor(workspace["student"])
+    )  # fmt: skip
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        in_projector = {any(k in names[id(p)] for k in PROJECTOR_NAME_PATTERNS) for p in group["params"]}
+        assert len(in_projector) == 1
+        assert group["lr"] == (5e-4 if in_projector.pop() else 1e-4)
+    assert any(group["lr"] == 5e-4 for group in optimizer.param_groups)

@@ -98,6 +98,30 @@ def test_aligners_get_their_own_learning_rate(tmp_path):
     assert n_opt == sum(1 for p in trainer.model.parameters() if p.requires_grad)
 
 
+def test_aligner_group_keeps_the_users_optimizer_class(tmp_path):
+    """`optimizer_cls_and_kwargs` (and everything else Trainer.create_optimizer honours) still applies."""
+    student, teacher = build_tiny_qwen3_vl(seed=0), build_tiny_llava_next(seed=1)
+    trainer = EVLDistillTrainer(
+        student[0],
+        teacher_model=teacher[0],
+        args=make_args(tmp_path, learning_rate=1e-3, aligner_learning_rate=7e-3, weight_decay=0.1, max_steps=1),
+        train_dataset=make_tiny_vlm_dataset(n=4, seed=0),
+        processing_class=student[1],
+        teacher_processing_class=teacher[1],
+        optimizer_cls_and_kwargs=(torch.optim.SGD, {"lr": 1e-3, "momentum": 0.9}),
+    )
+    optimizer = trainer.create_optimizer()
+    assert isinstance(optimizer, torch.optim.SGD)
+    kd_ids = {id(p) for p in trainer.kd_method.parameters()}
+    kd_groups = [g for g in optimizer.param_groups if any(id(p) in kd_ids for p in g["params"])]
+    assert {g["lr"] for g in kd_groups} == {7e-3} and all(g["momentum"] == 0.9 for g in kd_groups)
+    assert {g["weight_decay"] for g in kd_groups} == {0.0, 0.1}  # biases undecayed, as Trainer decides
+    assert all(all(id(p) in kd_ids for p in g["params"]) for g in kd_groups)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(
+        1 for p in trainer.model.parameters() if p.requires_grad
+    )
+
+
 def test_alpha_zero_reproduces_sft_exactly(tmp_path):
     dataset = make_tiny_vlm_dataset(n=8, seed=0)
     student_sft = build_tiny_qwen3_vl(seed=0)

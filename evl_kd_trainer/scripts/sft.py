@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
@@ -55,25 +54,14 @@ class VLMSFTTrainer(SFTTrainer):
     """`SFTTrainer` whose optimizer gives the projector its own learning rate."""
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        from evl_kd_trainer.trainer.optim import create_optimizer_with_own_lr
+
         projector_lr = getattr(self.args, "projector_learning_rate", None)
-        if projector_lr is None or self.optimizer is not None:
+        if projector_lr is None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
-        decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-        for name, param in opt_model.named_parameters():
-            if param.requires_grad:
-                is_projector = any(pattern in name for pattern in PROJECTOR_NAME_PATTERNS)
-                groups.setdefault((is_projector, name in decay), []).append(param)
-        param_groups: list[dict[str, Any]] = []
-        for (is_projector, is_decay), params in sorted(groups.items()):
-            group: dict[str, Any] = {"params": params, "weight_decay": self.args.weight_decay if is_decay else 0.0}
-            if is_projector:
-                group["lr"] = projector_lr
-            param_groups.append(group)
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
-        return self.optimizer
+        projector = [p for n, p in opt_model.named_parameters() if any(k in n for k in PROJECTOR_NAME_PATTERNS)]
+        return create_optimizer_with_own_lr(self, model, projector, projector_lr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -287,30 +287,15 @@ class EVLDistillTrainer(SFTTrainer):
 
     # ------------------------------------------------------------------------------------------- optimizer
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        """Student parameters as in ``Trainer``; the method's modules in their own groups at
-        ``aligner_learning_rate`` (or the method's own ``learning_rate``, e.g. DSKD's projector lr)."""
-        opt_model = self.model if model is None else model
-        if self.optimizer is not None:
-            return self.optimizer
-        kd_ids = {id(p) for p in self.kd_method.parameters()} if self._kd_active() else set()
+        """Student parameters as ``Trainer`` groups them; the method's modules in their own groups at
+        ``aligner_learning_rate`` (DSKD: ``dskd_projector_lr``)."""
+        from evl_kd_trainer.trainer.optim import create_optimizer_with_own_lr
+
+        kd_params = list(self.kd_method.parameters()) if self._kd_active() else []
         # DSKD's projectors have their own learning rate in its paper; every other method's modules use the
         # aligner ("projector") learning rate of the paper's Tables 2-3.
         aligner_lr = self.args.dskd_projector_lr if self.args.kd_method == "dskd" else self.args.aligner_learning_rate
-        decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-        for name, param in opt_model.named_parameters():
-            if not param.requires_grad:
-                continue
-            groups.setdefault((id(param) in kd_ids, name in decay), []).append(param)
-        param_groups = []
-        for (is_kd, is_decay), params in sorted(groups.items()):
-            group: dict[str, Any] = {"params": params, "weight_decay": self.args.weight_decay if is_decay else 0.0}
-            if is_kd:
-                group["lr"] = aligner_lr
-            param_groups.append(group)
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
-        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
-        return self.optimizer
+        return create_optimizer_with_own_lr(self, model, kd_params, aligner_lr)
 
     # -------------------------------------------------------------------------------------------- the loss
     def _kd_active(self) -> bool:

@@ -1,0 +1,44 @@
+"""Give a set of parameters their own learning rate without re-implementing ``Trainer.create_optimizer``.
+
+The paper trains its projectors/aligners at a higher rate than the rest ("projector LR", Tables 2-3). Rather than
+building the optimizer ourselves (and losing what ``Trainer`` does there: ``optimizer_cls_and_kwargs``, optimizer
+factories, GaLore/LOMO parameter hand-over, bitsandbytes embedding overrides, per-mesh groups), the parameters
+are hidden from ``Trainer.create_optimizer`` while it runs and then added as groups of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+
+def create_optimizer_with_own_lr(
+    trainer: Trainer, model: nn.Module | None, params: Iterable[nn.Parameter], lr: float
+) -> torch.optim.Optimizer:
+    """``Trainer.create_optimizer`` for everything but ``params``, which get groups at ``lr`` (weight decay as
+    ``Trainer`` decides it per parameter name). A no-op when the trainer already has an optimizer."""
+    if trainer.optimizer is not None:
+        return trainer.optimizer
+    opt_model = trainer.model if model is None else model
+    own = [p for p in dict.fromkeys(params) if p.requires_grad]
+    for param in own:
+        param.requires_grad_(False)
+    try:
+        optimizer = Trainer.create_optimizer(trainer, model)
+    finally:
+        for param in own:
+            param.requires_grad_(True)
+    if not own:
+        return optimizer
+    decay = set(trainer.get_decay_parameter_names(opt_model))
+    names = {id(p): name for name, p in opt_model.named_parameters()}
+    for is_decay in (True, False):
+        group = [p for p in own if (names.get(id(p)) in decay) == is_decay]
+        if group:
+            optimizer.add_param_group(
+                {"params": group, "lr": lr, "weight_decay": trainer.args.weight_decay if is_decay else 0.0}
+            )
+    return optimizer
