@@ -309,3 +309,14 @@ def test_qwen2_vl_family_gets_its_default_system_turn():
         "sinus rhythm<|im_end|>\n",
         "abnormal ECG<|im_end|>\n",
     ]
+
+
+def test_llava_template_joins_text_around_a_mid_sentence_image(teacher):
+    from evl_kd_trainer.data.messages import user_content_parts
+
+    messages = [
+        {"role": "user", "content": user_content_parts("Look at <image> and name the rhythm.")},
+        {"role": "assistant", "content": [{"type": "text", "text": "sinus rhythm"}]},
+    ]
+    text = teacher.apply_chat_template(messages, tokenize=False)
+    assert text == f"{LLAVA_V1_SYSTEM} USER: <image>\nLook at and name the rhythm. ASSISTANT: sinus rhythm</s>"

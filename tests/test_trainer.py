@@ -329,6 +329,16 @@ def test_unsupported_models_and_mismatched_processors_fail_clearly(tmp_path):
         EVLDistillTrainer(
             student[0], args=make_args(tmp_path), train_dataset=make_tiny_vlm_dataset(n=2), processing_class=student[1]
         )
+    # a flat (PULSE) checkpoint in transformers' stock class, or with the stock processor, would change the teacher
+    stock = build_tiny_llava_next(seed=1)
+    stock[0].config.mm_patch_merge_type = "flat"
+    with pytest.raises(ValueError, match="mm_patch_merge_type='flat'.*load_model"):
+        make_trainer(tmp_path, teacher=stock)
+    from evl_kd_trainer.demo.models import build_demo_teacher
+
+    flat_model, _ = build_demo_teacher()
+    with pytest.raises(ValueError, match="packs visual tokens 'flat' but its processor is a LlavaNextProcessor"):
+        make_trainer(tmp_path, teacher=(flat_model, build_tiny_llava_next(seed=1)[1]))
     with pytest.raises(ValueError, match="Known KD methods: .*evl"):
         make_args(tmp_path, kd_method="evl-typo")
     with pytest.raises(ValueError, match="alpha"):

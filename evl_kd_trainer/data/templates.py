@@ -11,7 +11,8 @@ from typing import Any
 
 # PULSE-7B / LLaVA-1.5 / LLaVA-NeXT-Vicuna: LLaVA's `llava_v1` conversation (sep_style TWO, sep=" ",
 # sep2="</s>"), i.e. "<system> USER: <image>\n{q} ASSISTANT: {a}</s>USER: {q2} ASSISTANT: {a2}</s>".
-# No bos here: LlamaTokenizer adds "<s>" itself, and a second one would shift every position.
+# No bos here: LlamaTokenizer adds "<s>" itself, and a second one would shift every position. As LLaVA's
+# preprocessing does, every image of a turn goes first; the turn's text pieces follow, joined by a space.
 LLAVA_V1_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
@@ -28,8 +29,9 @@ LLAVA_V1_CHAT_TEMPLATE = (
     "{% if message['role'] == 'user' %}USER: "
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
-    "{% endif %}{% endfor %}{% for part in message['content'] %}{% if part['type'] == 'text' %}"
-    "{{ part['text'] }}{% endif %}{% endfor %}{% endif %} "
+    "{% endif %}{% endfor %}"
+    "{{ message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') }}"
+    "{% endif %} "
     "{% elif message['role'] == 'assistant' %}ASSISTANT: "
     "{% generation %}"
     "{% if message['content'] is string %}{{ message['content'] }}"

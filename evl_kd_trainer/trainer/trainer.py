@@ -67,6 +67,21 @@ def _check_processor_matches(model: nn.Module, processor: Any, role: str) -> Non
             f"The {role} processor's tokenizer has {len(tokenizer)} tokens but the {role} model's vocabulary has "
             f"{vocab_size}: the processor does not belong to this model ({type(model).__name__})."
         )
+    if getattr(config, "mm_patch_merge_type", None) == "flat":
+        # A converted PULSE checkpoint: transformers' stock LLaVA-NeXT classes would unpad and add newline
+        # tokens, silently feeding the teacher a visual sequence it was never trained on.
+        from evl_kd_trainer.models.llava_flat import LlavaNextFlatForConditionalGeneration, LlavaNextFlatProcessor
+
+        if not isinstance(unwrap_hf_model(model), LlavaNextFlatForConditionalGeneration):
+            raise ValueError(
+                f"The {role} config has mm_patch_merge_type='flat' (original LLaVA packing, PULSE-7B) but the model "
+                f"is a {type(model).__name__}: load it with evl_kd_trainer.models.load_model (or pass its path)."
+            )
+        if not isinstance(processor, LlavaNextFlatProcessor):
+            raise ValueError(
+                f"The {role} model packs visual tokens 'flat' but its processor is a {type(processor).__name__}: "
+                "load it with evl_kd_trainer.models.load_processor (or pass no processor)."
+            )
     image_token_id = getattr(config, "image_token_id", None)
     if image_token_id is None:
         image_token_id = getattr(config, "image_token_index", None)
