@@ -117,7 +117,10 @@ def test_ptbxl_converts_and_counts_what_it_skips(ptbxl_root, tmp_path):
 
     train = _answers(report.files["train"])
     assert train["ptbxl-00001-closed"] == "NORM"
-    assert train["ptbxl-00001-mcq"] == "A"  # NORM is the first option
+    # the options are shuffled per record (seeded by its id): the letter is the one of the NORM option
+    mcq = next(r for r in json.loads(open(report.files["train"]).read()) if r["id"] == "ptbxl-00001-mcq")
+    options = dict(line.split(". ", 1) for line in mcq["conversations"][0]["value"].splitlines() if line[1:3] == ". ")
+    assert options[train["ptbxl-00001-mcq"]].startswith("NORM (") and len(options) == 5
     assert _answers(report.files["val"]) == {"ptbxl-00002-closed": "MI, STTC"}  # multi-label: no mcq record
     assert _answers(report.files["test"]) == {"ptbxl-00003": "HYP", "ptbxl-00004": "CD"}
     test_record = json.loads(open(report.files["test"]).read())[0]
@@ -318,3 +321,21 @@ def test_code15_cli(code15_root, tmp_path, capsys):
     assert "code15: 5 images" in out and "skipped: empty_tracing 1, not_in_exams_csv 1" in out
     assert code15_main([str(tmp_path), str(tmp_path / "cli2")]) == 2
     assert "exams.csv" in capsys.readouterr().err
+
+
+def test_mcq_options_are_shuffled_per_record_and_reproducibly():
+    from evl_kd_trainer.ecg.records import label_records
+
+    names = {"NORM": "normal ECG", "MI": "myocardial infarction", "STTC": "ST/T change", "CD": "conduction"}
+
+    def letter(base_id, shuffle=True):
+        records = label_records(
+            base_id, "x.png", ["NORM"], split="train", question="q", order=list(names), mcq_question="Which?",
+            mcq_names=names, question_types=("mcq",), shuffle_options=shuffle,
+        )  # fmt: skip
+        return records[0]["conversations"][1]["value"]
+
+    letters = [letter(f"ecg-{i}") for i in range(40)]
+    assert len(set(letters)) == 4  # NORM lands on every letter for some record
+    assert letters == [letter(f"ecg-{i}") for i in range(40)]  # same id, same order
+    assert {letter(f"ecg-{i}", shuffle=False) for i in range(5)} == {"A"}

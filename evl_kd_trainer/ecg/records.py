@@ -15,6 +15,8 @@ letter for multiple choice), and they are the one place to edit if exact texts b
 
 from __future__ import annotations
 
+import zlib
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,6 +132,7 @@ def label_records(
     mcq_question: str,
     mcq_names: dict[str, str],
     question_types: Sequence[str] = ("closed",),
+    shuffle_options: bool = True,
 ) -> list[dict[str, Any]]:
     """Records for a labelled ECG (PTB-XL superclasses, CODE-15% labels).
 
@@ -137,6 +140,8 @@ def label_records(
     (ECG-Bench's ptb-test / code15-test shape). Other splits get a ``-closed`` record and, for
     ``"mcq"`` when the ECG has exactly one label among ``mcq_names``, a ``-mcq`` record whose options
     are every label of ``mcq_names`` (``"MI (myocardial infarction)"``) and whose answer is a letter.
+    With ``shuffle_options`` the options are shuffled by a generator seeded from ``base_id`` (the same
+    record always gets the same order, in any worker process), so the letter does not give the class away.
     """
     answer = join_labels(labels, order)
     if split == "test":
@@ -146,6 +151,7 @@ def label_records(
         out.append(make_record(f"{base_id}-closed", image, question, answer))
     if "mcq" in question_types and len(labels) == 1 and labels[0] in mcq_names:
         options = [f"{code} ({name})" for code, name in mcq_names.items()]
-        text, letter = multiple_choice(mcq_question, options, f"{labels[0]} ({mcq_names[labels[0]]})")
+        rng = np.random.default_rng(zlib.crc32(base_id.encode("utf-8"))) if shuffle_options else None
+        text, letter = multiple_choice(mcq_question, options, f"{labels[0]} ({mcq_names[labels[0]]})", rng=rng)
         out.append(make_record(f"{base_id}-mcq", image, text, letter))
     return out
