@@ -196,3 +196,30 @@ def test_bad_files(data_dir):
     (data_dir / "lines.jsonl").write_text(json.dumps(MULTI_TURN) + "\n{not json\n")
     with pytest.raises(InvalidRecordError, match=r"lines.jsonl: record #1 \(line 2\): invalid JSON"):
         load_ecginstruct(data_dir / "lines.jsonl")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_json_list_is_decoded_one_record_at_a_time_like_json_load(tmp_path, chunk):
+    from evl_kd_trainer.data.ecginstruct import iter_json_array
+
+    records = [
+        {"id": f"r{i}", "image": f"a/{i}.png", "conversations": [{"from": "human", "value": 'q "é" \\n ,]' * i}]}
+        for i in range(25)
+    ] + [[1, 2], "x", None, 3.5, {}]
+    path = tmp_path / "data.json"
+    for indent in (None, 2):
+        path.write_text(" \n" + json.dumps(records, indent=indent, ensure_ascii=indent is None) + "\n ")
+        assert list(iter_json_array(str(path), chunk_chars=chunk)) == records
+    path.write_text("[ ]")
+    assert list(iter_json_array(str(path), chunk_chars=chunk)) == []
+
+
+def test_json_list_errors_name_the_file(tmp_path):
+    from evl_kd_trainer.data.ecginstruct import iter_json_array
+
+    cases = {'{"id": 1}': "expected a JSON list", '[{"id": 1} {"id": 2}]': "expected ','", '[{"id": 1}, {"id"': "not valid"}
+    for index, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"bad{index}.json"
+        path.write_text(text)
+        with pytest.raises(ValueError, match=rf"bad{index}\.json: .*{message}"):
+            list(iter_json_array(str(path), chunk_chars=4))

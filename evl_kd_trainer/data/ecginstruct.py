@@ -147,17 +147,72 @@ def _input_files(path: PathLike | list[PathLike]) -> list[str]:
     return files
 
 
+_CHUNK_CHARS = 1 << 20
+
+
+def iter_json_array(file: str, chunk_chars: int = _CHUNK_CHARS) -> Iterator[Any]:
+    """The elements of a file holding one JSON list, decoded one at a time.
+
+    ECGInstruct ships as a single 1.1M-record ``.json`` list; ``json.load`` would hold all of it (and a stream
+    would not start before it is read). This reads ``chunk_chars`` at a time and decodes each element as soon as
+    it is complete, so memory stays at about one chunk plus one record.
+    """
+    decoder = json.JSONDecoder()
+    with open(file, encoding="utf-8") as handle:
+        buffer, pos, eof = "", 0, False
+
+        def fill() -> bool:
+            nonlocal buffer, pos, eof
+            if eof:
+                return False
+            chunk = handle.read(chunk_chars)
+            if not chunk:
+                eof = True
+                return False
+            buffer, pos = buffer[pos:] + chunk, 0
+            return True
+
+        def skip_space() -> str:
+            nonlocal pos
+            while True:
+                while pos < len(buffer) and buffer[pos] in " \t\r\n":
+                    pos += 1
+                if pos < len(buffer) or not fill():
+                    return buffer[pos] if pos < len(buffer) else ""
+
+        if skip_space() != "[":
+            raise ValueError(f"{file}: expected a JSON list of records; JSON lines need a .jsonl name.")
+        pos += 1
+        if skip_space() == "]":
+            return
+        while True:
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buffer, pos)
+                except json.JSONDecodeError as error:
+                    if not fill():
+                        raise ValueError(f"{file}: not valid JSON ({error}).") from error
+                    continue
+                # Only a number can be decoded from a prefix of itself ("3" of "3.5"): one that is not followed by
+                # a delimiter may go on in the next chunk.
+                is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if not is_number or (end < len(buffer) and buffer[end] in " \t\r\n,]") or not fill():
+                    break
+            pos = end
+            yield value
+            separator = skip_space()
+            pos += 1
+            if separator == "]":
+                return
+            if separator != ",":
+                raise ValueError(f"{file}: not valid JSON (expected ',' or ']' after element, got {separator!r}).")
+            skip_space()
+
+
 def _read_records(file: str) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, record)``; a JSONL line that is not JSON is yielded as an :class:`InvalidRecordError`."""
     if file.endswith(".json"):
-        with open(file, encoding="utf-8") as handle:
-            try:
-                data = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{file}: not valid JSON ({error}); JSON lines need a .jsonl name.") from error
-        if not isinstance(data, list):
-            raise ValueError(f"{file}: expected a JSON list of records, got {type(data).__name__}.")
-        yield from enumerate(data)
+        yield from enumerate(iter_json_array(file))
         return
     with open(file, encoding="utf-8") as handle:
         index = 0
