@@ -217,7 +217,11 @@ def test_json_list_is_decoded_one_record_at_a_time_like_json_load(tmp_path, chun
 def test_json_list_errors_name_the_file(tmp_path):
     from evl_kd_trainer.data.ecginstruct import iter_json_array
 
-    cases = {'{"id": 1}': "expected a JSON list", '[{"id": 1} {"id": 2}]': "expected ','", '[{"id": 1}, {"id"': "not valid"}
+    cases = {
+        '{"id": 1}': "expected a JSON list",
+        '[{"id": 1} {"id": 2}]': "expected ','",
+        '[{"id": 1}, {"id"': "not valid",
+    }
     for index, (text, message) in enumerate(cases.items()):
         path = tmp_path / f"bad{index}.json"
         path.write_text(text)

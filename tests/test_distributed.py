@@ -1,4 +1,4 @@
-"""Two CPU processes (torchrun, gloo) with DDP and DeepSpeed ZeRO-3 against the one-process run.
+"""Two CPU processes (torchrun, gloo) with DDP and DeepSpeed ZeRO-2 / ZeRO-3 against the one-process run.
 
 Same global batch of 4: one process with 4 samples, or two processes with 2 each. The teacher is
 prepared the way TRL prepares teachers (ZeRO-3 kept). Each run writes its logged losses and a checksum
@@ -66,9 +66,11 @@ def check_against_single(ranks: list[dict], single: dict) -> None:
     assert ranks[0]["aligner"] == ranks[1]["aligner"]
     logs, ref = ranks[0]["logs"], single["logs"]
     assert len(logs) == len(ref) == 3
-    # step 1, before any update: the same 4 samples. OT is a mean over samples (2 per rank): exact.
+    # step 1, before any update: the same 4 samples. OT is a mean over samples (2 per rank): exact. CE is
+    # normalised by the global token count (TRL's `average_tokens_across_devices`): exact too.
     assert logs[0]["ot_loss"] == pytest.approx(ref[0]["ot_loss"], rel=1e-5)
-    # CE and MHCA/relational average per-rank means instead of one mean over all tokens: close, not equal
+    assert logs[0]["ce_loss"] == pytest.approx(ref[0]["ce_loss"], rel=1e-5)
+    # MHCA/relational (and so the total) average per-rank means instead of one mean over all tokens: close, not equal
     for key in TERMS:
         assert logs[0][key] == pytest.approx(ref[0][key], rel=2e-2), key
         for step in (1, 2):
@@ -78,16 +80,23 @@ def check_against_single(ranks: list[dict], single: dict) -> None:
         assert value == pytest.approx(single["aligner"][name], rel=5e-2, abs=5e-2), name
 
 
-def test_ddp_two_processes_match_one(tmp_path, single):
-    ranks = run(tmp_path / "ddp", "ddp", 2, 2)
-    check_against_single(ranks, single)
+def test_ddp_two_processes_match_one(single, ddp_two):
+    check_against_single(ddp_two, single)
 
 
-def test_deepspeed_zero3_two_processes_match_ddp_and_one(tmp_path, single):
+@pytest.fixture(scope="module")
+def ddp_two(tmp_path_factory) -> list[dict]:
+    return run(tmp_path_factory.mktemp("ddp2") / "run", "ddp", 2, 2)
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_two_processes_match_ddp_and_one(tmp_path, single, ddp_two, stage):
+    """Same ranks and batches as DDP: DeepSpeed must follow the same trajectory, aligners included."""
     pytest.importorskip("deepspeed")
-    zero3 = run(tmp_path / "zero3", "zero3", 2, 2)
-    check_against_single(zero3, single)
-    ddp = run(tmp_path / "ddp", "ddp", 2, 2)
-    for z, d in zip(zero3[0]["logs"], ddp[0]["logs"]):
+    ranks = run(tmp_path / stage, stage, 2, 2)
+    check_against_single(ranks, single)
+    for z, d in zip(ranks[0]["logs"], ddp_two[0]["logs"]):
         for key in TERMS:
             assert z[key] == pytest.approx(d[key], rel=1e-4), key
+    for name, value in ranks[0]["aligner"].items():
+        assert value == pytest.approx(ddp_two[0]["aligner"][name], rel=1e-4, abs=1e-5), name

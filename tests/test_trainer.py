@@ -86,14 +86,22 @@ def test_teacher_frozen_and_headless_student_and_aligners_learn(tmp_path):
         assert not torch.equal(trainer.kd_method.state_dict()[name], aligner_before[name]), name
 
 
-def test_aligners_get_their_own_learning_rate(tmp_path):
-    trainer = make_trainer(tmp_path, learning_rate=1e-3, aligner_learning_rate=7e-3, max_steps=1)
+def test_aligners_and_the_students_projector_get_their_own_learning_rates(tmp_path):
+    trainer = make_trainer(
+        tmp_path, learning_rate=1e-3, aligner_learning_rate=7e-3, projector_learning_rate=3e-3, max_steps=1
+    )
     trainer.create_optimizer()
     kd_ids = {id(p) for p in trainer.kd_method.parameters()}
+    from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS
+
+    merger_ids = {
+        id(p) for n, p in trainer.model.named_parameters() if any(k in n for k in PROJECTOR_NAME_PATTERNS)
+    }
+    assert len(merger_ids) > 6  # Qwen3-VL's merger and its deepstack mergers
     for group in trainer.optimizer.param_groups:
-        is_kd = {id(p) in kd_ids for p in group["params"]}
-        assert len(is_kd) == 1
-        assert group["lr"] == (7e-3 if is_kd.pop() else 1e-3)
+        kinds = {"kd" if id(p) in kd_ids else "merger" if id(p) in merger_ids else "rest" for p in group["params"]}
+        assert len(kinds) == 1
+        assert group["lr"] == {"kd": 7e-3, "merger": 3e-3, "rest": 1e-3}[kinds.pop()]
     n_opt = sum(len(g["params"]) for g in trainer.optimizer.param_groups)
     assert n_opt == sum(1 for p in trainer.model.parameters() if p.requires_grad)
 

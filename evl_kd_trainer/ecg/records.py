@@ -16,7 +16,6 @@ letter for multiple choice), and they are the one place to edit if exact texts b
 from __future__ import annotations
 
 import zlib
-
 from collections.abc import Sequence
 from typing import Any
 

@@ -25,9 +25,7 @@ from evl_kd_trainer.scripts.common import (
     model_init_kwargs,
 )
 from evl_kd_trainer.scripts.recipe import parse_recipe_args
-
-# Parameter-name fragments of the vision-language projectors of the supported models.
-PROJECTOR_NAME_PATTERNS = ("visual.merger", "multi_modal_projector")
+from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS, create_optimizer_with_own_lr
 
 
 @dataclass
@@ -54,14 +52,13 @@ class VLMSFTTrainer(SFTTrainer):
     """`SFTTrainer` whose optimizer gives the projector its own learning rate."""
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        from evl_kd_trainer.trainer.optim import create_optimizer_with_own_lr
 
         projector_lr = getattr(self.args, "projector_learning_rate", None)
         if projector_lr is None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         projector = [p for n, p in opt_model.named_parameters() if any(k in n for k in PROJECTOR_NAME_PATTERNS)]
-        return create_optimizer_with_own_lr(self, model, projector, projector_lr)
+        return create_optimizer_with_own_lr(self, model, (projector, projector_lr))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

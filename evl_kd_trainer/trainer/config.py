@@ -64,6 +64,10 @@ class EVLDistillConfig(SFTConfig):
         aligner_learning_rate (`float`, *optional*, defaults to `5e-4`):
             Learning rate of the aligner modules (cross-attention aligner and projectors), trained in their own
             parameter group ("projector LR" of the paper's Tables 2-3).
+        projector_learning_rate (`float`, *optional*):
+            Learning rate of the student's own vision-language projector (Qwen-VL's merger), as in stage 1; `None`
+            trains it at `learning_rate`. The paper's Table 3 gives one "projector LR" (5e-4) for the KD phase;
+            its recipe applies it to the aligners and to this projector alike.
         nonfinite_kd_action (`str`, *optional*, defaults to `"error"`):
             What to do when a distillation term is NaN or infinite: `"error"` raises naming the step and the term;
             `"skip"` skips the step's update and counts it (`skipped_nonfinite_steps` in the logs).
@@ -151,6 +155,10 @@ class EVLDistillConfig(SFTConfig):
     aligner_learning_rate: float = field(
         default=5e-4, metadata={"help": "Learning rate of the aligner/projector parameter group."}
     )
+    projector_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the student's own vision-language projector (None: learning_rate)."},
+    )
     nonfinite_kd_action: str = field(
         default="error",
         metadata={"help": "On a NaN/inf distillation term: 'error' (raise, naming step and term) or 'skip' the step."},
@@ -202,6 +210,8 @@ class EVLDistillConfig(SFTConfig):
             value = getattr(self, name)
             if value < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {value}.")
+        if self.projector_learning_rate is not None and self.projector_learning_rate <= 0:
+            raise ValueError(f"`projector_learning_rate` must be > 0, got {self.projector_learning_rate}.")
         positive = ("sinkhorn_epsilon", "aligner_learning_rate", "mlot_sinkhorn_reg", "dskd_temperature")
         for name in (*positive, "emkd_temperature"):
             value = getattr(self, name)

@@ -14,31 +14,41 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+# Parameter-name fragments of the supported models' own vision-language projectors: Qwen-VL's patch merger (and
+# Qwen3-VL's deepstack mergers), LLaVA's multi_modal_projector.
+PROJECTOR_NAME_PATTERNS = ("visual.merger", "visual.deepstack_merger", "multi_modal_projector")
+
 
 def create_optimizer_with_own_lr(
-    trainer: Trainer, model: nn.Module | None, params: Iterable[nn.Parameter], lr: float
+    trainer: Trainer, model: nn.Module | None, *groups: tuple[Iterable[nn.Parameter], float]
 ) -> torch.optim.Optimizer:
-    """``Trainer.create_optimizer`` for everything but ``params``, which get groups at ``lr`` (weight decay as
-    ``Trainer`` decides it per parameter name). A no-op when the trainer already has an optimizer."""
+    """``Trainer.create_optimizer`` for every parameter but those of ``groups``; each ``(params, lr)`` pair gets
+    groups of its own at ``lr`` (weight decay as ``Trainer`` decides it per parameter name). A parameter listed
+    twice stays in the first pair. A no-op when the trainer already has an optimizer."""
     if trainer.optimizer is not None:
         return trainer.optimizer
     opt_model = trainer.model if model is None else model
-    own = [p for p in dict.fromkeys(params) if p.requires_grad]
-    for param in own:
+    seen: set[int] = set()
+    own: list[tuple[list[nn.Parameter], float]] = []
+    for params, lr in groups:
+        kept = [p for p in params if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in kept)
+        own.append((kept, lr))
+    hidden = [p for params, _ in own for p in params]
+    for param in hidden:
         param.requires_grad_(False)
     try:
         optimizer = Trainer.create_optimizer(trainer, model)
     finally:
-        for param in own:
+        for param in hidden:
             param.requires_grad_(True)
-    if not own:
-        return optimizer
     decay = set(trainer.get_decay_parameter_names(opt_model))
     names = {id(p): name for name, p in opt_model.named_parameters()}
-    for is_decay in (True, False):
-        group = [p for p in own if (names.get(id(p)) in decay) == is_decay]
-        if group:
-            optimizer.add_param_group(
-                {"params": group, "lr": lr, "weight_decay": trainer.args.weight_decay if is_decay else 0.0}
-            )
+    for params, lr in own:
+        for is_decay in (True, False):
+            group = [p for p in params if (names.get(id(p)) in decay) == is_decay]
+            if group:
+                optimizer.add_param_group(
+                    {"params": group, "lr": lr, "weight_decay": trainer.args.weight_decay if is_decay else 0.0}
+                )
     return optimizer

@@ -304,13 +304,23 @@ class EVLDistillTrainer(SFTTrainer):
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Student parameters as ``Trainer`` groups them; the method's modules in their own groups at
         ``aligner_learning_rate`` (DSKD: ``dskd_projector_lr``)."""
-        from evl_kd_trainer.trainer.optim import create_optimizer_with_own_lr
+        from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS, create_optimizer_with_own_lr
 
         kd_params = list(self.kd_method.parameters()) if self._kd_active() else []
         # DSKD's projectors have their own learning rate in its paper; every other method's modules use the
         # aligner ("projector") learning rate of the paper's Tables 2-3.
         aligner_lr = self.args.dskd_projector_lr if self.args.kd_method == "dskd" else self.args.aligner_learning_rate
-        return create_optimizer_with_own_lr(self, model, kd_params, aligner_lr)
+        groups = [(kd_params, aligner_lr)]
+        if self.args.projector_learning_rate is not None:
+            opt_model = self.model if model is None else model
+            kd_ids = {id(p) for p in kd_params}
+            projector = [
+                p
+                for n, p in opt_model.named_parameters()
+                if id(p) not in kd_ids and any(k in n for k in PROJECTOR_NAME_PATTERNS)
+            ]
+            groups.append((projector, self.args.projector_learning_rate))
+        return create_optimizer_with_own_lr(self, model, *groups)
 
     # -------------------------------------------------------------------------------------------- the loss
     def _kd_active(self) -> bool:
