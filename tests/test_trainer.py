@@ -189,6 +189,23 @@ def test_inactive_method_never_loads_the_teacher_or_renders_its_view(tmp_path, s
     assert all("mhca_loss" not in e for e in trainer.state.log_history)
 
 
+def test_samples_the_collator_drops_are_counted_in_the_logs(tmp_path):
+    student, teacher = build_tiny_qwen3_vl(seed=0), build_tiny_llava_next(seed=1)
+    dataset = make_tiny_vlm_dataset(n=8, seed=0)
+    unlimited = DualViewCollator(student[1], teacher_processor=teacher[1])
+    lengths = sorted(int(unlimited([row])["teacher_attention_mask"].sum()) for row in dataset)
+    limit = lengths[5]  # the two longest teacher views cannot fit
+    trainer = make_trainer(
+        tmp_path, dataset=dataset, student=student, teacher=teacher, teacher_max_length=limit,
+        per_device_train_batch_size=8, max_steps=1,
+    )  # fmt: skip
+    trainer.train()
+    stats = trainer.data_collator.stats
+    assert stats["dropped"] + stats.get("teacher_truncated", 0) >= 2
+    logged = step_logs(trainer)[-1]
+    assert logged["collator_dropped"] == stats["dropped"] and logged["collator_truncated"] == stats["truncated"]
+
+
 def test_zero_weight_skips_its_term(tmp_path):
     trainer = make_trainer(tmp_path, lambda_ot=0.0, max_steps=2)
     assert trainer.kd_method.visual_projector is None and not trainer.kd_method.needs_visual

@@ -503,6 +503,12 @@ class EVLDistillTrainer(SFTTrainer):
                 self._metrics[mode][name].append(value)
         if self.skipped_nonfinite_steps:
             self._metrics[mode]["skipped_nonfinite_steps"] = [float(self.skipped_nonfinite_steps)]
+        # Samples the collator cut or dropped so far (in this process; with dataloader workers each worker keeps
+        # its own count and this stays 0): nothing a user wrote is skipped without a count in the logs.
+        stats = getattr(self.data_collator, "stats", None)
+        if isinstance(stats, dict) and (stats.get("dropped") or stats.get("truncated")):
+            self._metrics[mode]["collator_dropped"] = [float(stats.get("dropped", 0))]
+            self._metrics[mode]["collator_truncated"] = [float(stats.get("truncated", 0))]
 
     # ------------------------------------------------------------------------------------- save and resume
     def _split_state_dict(self, state_dict: dict[str, torch.Tensor]) -> tuple[dict, dict]:
