@@ -185,3 +185,27 @@ def test_plan_without_normalisation_handles_identical_points():
     # Far-apart unnormalised points: rows and columns still sum to the uniform weights.
     plan = sinkhorn_plan(2 * torch.randn(6, 3), 2 * torch.randn(3, 3), epsilon=1.0, normalize=False)
     assert (plan.sum(1) - 1 / 6).abs().sum() <= 1e-3 and (plan.sum(0) - 1 / 3).abs().sum() <= 1e-3
+
+
+def test_clustered_tokens_converge_where_one_annealing_pass_does_not():
+    """Visual tokens cluster; there GeomLoss's annealed potentials alone are far from the plan and the polish
+    must do the work (the value still matches the float64 reference)."""
+    from geomloss import SamplesLoss
+
+    g = torch.Generator().manual_seed(3)
+    centres = torch.randn(6, 16, generator=g)
+    t = centres[torch.randint(0, 6, (120,), generator=g)] + 0.3 * torch.randn(120, 16, generator=g)
+    s = centres[torch.randint(0, 6, (20,), generator=g)] + 0.3 * torch.randn(20, 16, generator=g)
+    ref = reference_plan(t, s)
+    ref_value = (ref * reference_cost(t.double(), s.double())).sum().item()
+    assert abs(sinkhorn_ot_loss(t[None], s[None]).item() - ref_value) <= 1e-3 * ref_value
+    # one annealing pass (GeomLoss's defaults, blur = sqrt(eps / 2)), potentials turned into a plan: off by > 1%
+    tn, sn = l2_normalize(t), l2_normalize(s)
+    a, b = torch.full((120,), 1 / 120), torch.full((20,), 1 / 20)
+    f, gg = SamplesLoss("sinkhorn", p=2, blur=math.sqrt(EPS / 2), debias=False, potentials=True, diameter=2.0)(
+        a, tn, b, sn
+    )
+    f, gg = f.reshape(-1), gg.reshape(-1)
+    cost = reference_cost(t.double(), s.double()).float()
+    one_pass = (a[:, None] * b[None, :] * torch.exp((f[:, None] + gg[None, :] - cost / 2) / (EPS / 2))) * cost
+    assert abs(one_pass.sum().item() - ref_value) > 1e-2 * ref_value

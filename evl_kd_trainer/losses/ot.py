@@ -113,14 +113,17 @@ def _entropic_plan(
 
     g_pot = update_g(f_pot)
     err = float("inf")
-    for _ in range(max_iter + 1):
+    for iteration in range(max_iter + 1):
         f_new = update_f(g_pot)
-        # With g from f_pot, plan(f_pot, g_pot) has exact column marginals and row sums
-        # a_i exp((f_pot_i - f_new_i) / eps): its L1 row error comes for free from the next f-update.
-        ratio = torch.exp(((f_pot - f_new) / epsilon).clamp(max=50.0)) - 1.0
-        err = float(torch.where(x_mask, a * ratio.abs(), torch.zeros_like(a)).sum(-1).max())
-        if err <= tol:
-            break
+        # Reading the error back is a host sync on a GPU: every iteration at first (a good warm start meets the
+        # tolerance at once), then every 8th; the extra iterations only converge further.
+        if iteration < 4 or iteration % 8 == 0 or iteration == max_iter:
+            # With g from f_pot, plan(f_pot, g_pot) has exact column marginals and row sums
+            # a_i exp((f_pot_i - f_new_i) / eps): its L1 row error comes for free from the next f-update.
+            ratio = torch.exp(((f_pot - f_new) / epsilon).clamp(max=50.0)) - 1.0
+            err = float(torch.where(x_mask, a * ratio.abs(), torch.zeros_like(a)).sum(-1).max())
+            if err <= tol:
+                break
         f_pot = f_new
         g_pot = update_g(f_pot)
     else:
