@@ -70,7 +70,14 @@ def main() -> None:
     else:
         aligner = {n: float(p.detach().double().sum()) for n, p in trainer.kd_method.named_parameters()}
     logs = [e for e in trainer.state.log_history if "ce_loss" in e]
-    result = {"rank": rank, "world": trainer.accelerator.num_processes, "logs": logs, "aligner": aligner}
+    result = {
+        "rank": rank,
+        "world": trainer.accelerator.num_processes,
+        "logs": logs,
+        "aligner": aligner,
+        "backend": "deepspeed" if trainer.is_deepspeed_enabled else "fsdp" if trainer.is_fsdp_enabled else "ddp",
+        "model_class": type(trainer.model_wrapped).__name__,
+    }
     with open(os.path.join(out, f"rank{rank}.json"), "w") as handle:
         json.dump(result, handle)
     torch.distributed.barrier() if torch.distributed.is_initialized() else None
