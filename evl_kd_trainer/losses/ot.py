@@ -122,11 +122,11 @@ def _entropic_plan(
             # a_i exp((f_pot_i - f_new_i) / eps): its L1 row error comes for free from the next f-update.
             ratio = torch.exp(((f_pot - f_new) / epsilon).clamp(max=50.0)) - 1.0
             err = float(torch.where(x_mask, a * ratio.abs(), torch.zeros_like(a)).sum(-1).max())
-            if err <= tol:
+            if err <= tol or math.isnan(err):  # NaN inputs never converge: stop and let the caller see NaN
                 break
         f_pot = f_new
         g_pot = update_g(f_pot)
-    else:
+    if not err <= tol:
         warnings.warn(
             f"Sinkhorn did not reach marginal error {tol:g} in {max_iter} iterations (error {err:.3g}); "
             "raise max_iter or epsilon.",
