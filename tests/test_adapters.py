@@ -12,6 +12,7 @@ from evl_kd_trainer.models.qwen_vl import QwenVLAdapter
 from evl_kd_trainer.testing import (
     build_tiny_llava,
     build_tiny_llava_next,
+    build_tiny_qwen2_5_vl,
     build_tiny_qwen2_vl,
     build_tiny_qwen3_vl,
     make_ecg_like_image,
@@ -20,6 +21,7 @@ from evl_kd_trainer.testing import (
 CASES = {
     "qwen3_vl": (build_tiny_qwen3_vl, QwenVLAdapter, 64, 519),
     "qwen2_vl": (build_tiny_qwen2_vl, QwenVLAdapter, 64, 519),
+    "qwen2_5_vl": (build_tiny_qwen2_5_vl, QwenVLAdapter, 64, 519),
     "llava_next": (build_tiny_llava_next, LlavaNextAdapter, 96, 401),
     "llava": (build_tiny_llava, LlavaAdapter, 96, 401),
 }

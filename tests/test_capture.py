@@ -11,6 +11,7 @@ from evl_kd_trainer.models.capture import CapturedFeatures, assign_images_to_sam
 from evl_kd_trainer.testing import (
     build_tiny_llava,
     build_tiny_llava_next,
+    build_tiny_qwen2_5_vl,
     build_tiny_qwen2_vl,
     build_tiny_qwen3_vl,
     make_ecg_like_image,
@@ -19,6 +20,7 @@ from evl_kd_trainer.testing import (
 BUILDERS = {
     "qwen3_vl": build_tiny_qwen3_vl,
     "qwen2_vl": build_tiny_qwen2_vl,
+    "qwen2_5_vl": build_tiny_qwen2_5_vl,
     "llava_next": build_tiny_llava_next,
     "llava": build_tiny_llava,
 }

@@ -320,3 +320,11 @@ def test_llava_template_joins_text_around_a_mid_sentence_image(teacher):
     ]
     text = teacher.apply_chat_template(messages, tokenize=False)
     assert text == f"{LLAVA_V1_SYSTEM} USER: <image>\nLook at and name the rhythm. ASSISTANT: sinus rhythm</s>"
+
+
+def test_qwen2_5_vl_renders_with_its_default_system_turn():
+    from evl_kd_trainer.testing import build_tiny_qwen2_5_vl
+
+    processor = build_tiny_qwen2_5_vl()[1]
+    text = processor.tokenizer.decode(DualViewCollator(processor)([_record()])["input_ids"][0])
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")

@@ -9,6 +9,7 @@ import torch
 from evl_kd_trainer.testing import (
     build_tiny_llava,
     build_tiny_llava_next,
+    build_tiny_qwen2_5_vl,
     build_tiny_qwen2_vl,
     build_tiny_qwen3_vl,
     make_ecg_like_image,
@@ -19,6 +20,7 @@ from evl_kd_trainer.testing.qwen import Qwen3VLImageOnlyProcessor
 BUILDERS = {
     "qwen3_vl": build_tiny_qwen3_vl,
     "qwen2_vl": build_tiny_qwen2_vl,
+    "qwen2_5_vl": build_tiny_qwen2_5_vl,
     "llava_next": build_tiny_llava_next,
     "llava": build_tiny_llava,
 }

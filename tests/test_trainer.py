@@ -94,9 +94,7 @@ def test_aligners_and_the_students_projector_get_their_own_learning_rates(tmp_pa
     kd_ids = {id(p) for p in trainer.kd_method.parameters()}
     from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS
 
-    merger_ids = {
-        id(p) for n, p in trainer.model.named_parameters() if any(k in n for k in PROJECTOR_NAME_PATTERNS)
-    }
+    merger_ids = {id(p) for n, p in trainer.model.named_parameters() if any(k in n for k in PROJECTOR_NAME_PATTERNS)}
     assert len(merger_ids) > 6  # Qwen3-VL's merger and its deepstack mergers
     for group in trainer.optimizer.param_groups:
         kinds = {"kd" if id(p) in kd_ids else "merger" if id(p) in merger_ids else "rest" for p in group["params"]}
@@ -368,3 +366,34 @@ def test_unsupported_models_and_mismatched_processors_fail_clearly(tmp_path):
         make_args(tmp_path, kd_method="evl-typo")
     with pytest.raises(ValueError, match="alpha"):
         make_args(tmp_path, alpha=1.5)
+
+
+def _wider_qwen3_vl():
+    return build_tiny_qwen3_vl(
+        seed=2,
+        text_config={"hidden_size": 96, "intermediate_size": 192, "num_attention_heads": 4, "head_dim": 24,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 4, 4]}},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("student_builder", "teacher_builder"),
+    [
+        pytest.param("build_tiny_qwen2_5_vl", "build_tiny_llava_next", id="qwen2.5-vl<-llava-next"),
+        pytest.param("build_tiny_qwen2_vl", "build_tiny_llava", id="qwen2-vl<-llava-1.5"),
+        pytest.param("build_tiny_qwen3_vl", "wider_qwen3_vl", id="qwen3-vl<-qwen3-vl (same family)"),
+    ],
+)
+def test_every_supported_pair_trains_with_all_three_terms(tmp_path, student_builder, teacher_builder):
+    import evl_kd_trainer.testing as testing
+
+    student = getattr(testing, student_builder)(seed=0)
+    teacher = _wider_qwen3_vl() if teacher_builder == "wider_qwen3_vl" else getattr(testing, teacher_builder)(seed=1)
+    trainer = make_trainer(tmp_path, student=student, teacher=teacher, max_steps=2)
+    before = {k: v.clone() for k, v in trainer.kd_method.state_dict().items()}
+    trainer.train()
+    logs = step_logs(trainer)
+    assert len(logs) == 2
+    for entry in logs:
+        assert all(math.isfinite(entry[k]) and entry[k] > 0 for k in ("ce_loss", "mhca_loss", "rel_loss", "ot_loss"))
+    assert all(not torch.equal(v, before[k]) for k, v in trainer.kd_method.state_dict().items() if k.endswith("weight"))

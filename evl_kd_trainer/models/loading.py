@@ -49,9 +49,19 @@ def load_model(path_or_name: str | os.PathLike[str], **kwargs: Any) -> PreTraine
 
 def _own_processor_classes() -> dict[str, type]:
     from evl_kd_trainer.models.llava_flat import LlavaNextFlatProcessor
-    from evl_kd_trainer.testing.qwen import Qwen2VLImageOnlyProcessor, Qwen3VLImageOnlyProcessor
+    from evl_kd_trainer.testing.qwen import (
+        Qwen2_5_VLImageOnlyProcessor,
+        Qwen2VLImageOnlyProcessor,
+        Qwen3VLImageOnlyProcessor,
+    )
 
-    return {cls.__name__: cls for cls in (Qwen3VLImageOnlyProcessor, Qwen2VLImageOnlyProcessor, LlavaNextFlatProcessor)}
+    classes = (
+        Qwen3VLImageOnlyProcessor,
+        Qwen2_5_VLImageOnlyProcessor,
+        Qwen2VLImageOnlyProcessor,
+        LlavaNextFlatProcessor,
+    )
+    return {cls.__name__: cls for cls in classes}
 
 
 def _saved_processor_class(path: str | os.PathLike[str]) -> str | None:

@@ -1,4 +1,4 @@
-"""Tiny random Qwen-VL models (Qwen3-VL, Qwen2-VL) with working offline processors.
+"""Tiny random Qwen-VL models (Qwen3-VL, Qwen2.5-VL, Qwen2-VL) with working offline processors.
 
 Shapes mirror the real models where the pipeline depends on them (patch 16 / 14, spatial merge 2,
 M-RoPE sections, deepstack layers, ``out_hidden_size`` = text width) and are otherwise as small as
@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 from transformers import (
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
@@ -23,7 +26,7 @@ from transformers import (
     Qwen3VLProcessor,
 )
 
-from evl_kd_trainer.data.templates import QWEN_VL_CHAT_TEMPLATE
+from evl_kd_trainer.data.templates import QWEN2_VL_CHAT_TEMPLATE, QWEN_VL_CHAT_TEMPLATE
 from evl_kd_trainer.testing.tokenizers import build_tiny_qwen_tokenizer
 
 # One merged visual token covers (patch * merge)^2 pixels: 32x32 for Qwen3-VL, 28x28 for Qwen2-VL.
@@ -53,7 +56,14 @@ class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
 
 class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
     """``Qwen2VLProcessor`` without a video processor (Qwen2-VL's also needs torchvision); see
-    :class:`Qwen3VLImageOnlyProcessor`. Also serves Qwen2.5-VL, whose processing of images is the same."""
+    :class:`Qwen3VLImageOnlyProcessor`."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs: Any) -> None:
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):  # noqa: N801  (transformers' own spelling)
+    """``Qwen2_5_VLProcessor`` without a video processor; see :class:`Qwen3VLImageOnlyProcessor`."""
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs: Any) -> None:
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
@@ -208,5 +218,64 @@ def build_tiny_qwen2_vl(
         image_processor=_image_processor(14, min_pixels, max_pixels),
         tokenizer=tokenizer,
         chat_template=QWEN_VL_CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def tiny_qwen2_5_vl_config(vocab_size: int, token_ids: dict[str, int], **overrides: Any) -> Qwen2_5_VLConfig:
+    """The tiny ``Qwen2_5_VLConfig``: text 64 wide, 2 layers; vision depth 2 (window attention in layer 0, full
+    attention in layer 1, as the real model alternates), width 32, patch 14, merge 2."""
+    pad_token_id = token_ids.pop("pad_token_id", None)
+    defaults: dict[str, Any] = {
+        "text_config": {
+            "vocab_size": vocab_size,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            "pad_token_id": pad_token_id,
+            "bos_token_id": None,
+            "eos_token_id": None,
+        },
+        "vision_config": {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [1],
+        },
+        **token_ids,
+    }
+    merged = _merge(defaults, overrides)
+    if "out_hidden_size" not in overrides.get("vision_config", {}):
+        merged["vision_config"]["out_hidden_size"] = merged["text_config"]["hidden_size"]
+    return Qwen2_5_VLConfig(**merged)
+
+
+def build_tiny_qwen2_5_vl(
+    seed: int = 0,
+    *,
+    min_pixels: int = QWEN2_VL_MIN_PIXELS,
+    max_pixels: int = QWEN2_VL_MAX_PIXELS,
+    tokenizer_kwargs: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLImageOnlyProcessor]:
+    """A tiny random ``Qwen2_5_VLForConditionalGeneration`` and its image-only processor (patch 14, merge 2)."""
+    tokenizer = build_tiny_qwen_tokenizer(**(tokenizer_kwargs or {}))
+    token_ids = {**_qwen_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+    config = tiny_qwen2_5_vl_config(len(tokenizer), token_ids, **overrides)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    processor = Qwen2_5_VLImageOnlyProcessor(
+        image_processor=_image_processor(14, min_pixels, max_pixels),
+        tokenizer=tokenizer,
+        chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
     return model, processor
