@@ -26,6 +26,7 @@ def test_stage_one_recipe_is_table_2():
     assert (r["learning_rate"], r["projector_learning_rate"]) == (2e-4, 5e-4)
     assert r["per_device_train_batch_size"] * r["gradient_accumulation_steps"] == 64
     assert r["bf16"] is True and r["lr_scheduler_type"] == "cosine" and r["warmup_steps"] == 0.03
+    assert r["dtype"] == "float32"  # bf16 mixed precision over fp32 master weights
     assert r["weight_decay"] == 0.01 and r["max_length"] == 4096
     assert (r["min_pixels"], r["max_pixels"]) == (784, 50176)
     validate_recipe(r, (ModelConfig, DataArguments, VLMSFTConfig), "sft_qwen3vl_2b.yaml")
@@ -40,6 +41,8 @@ def test_stage_two_recipes_are_table_3(name):
     assert (r["learning_rate"], r["aligner_learning_rate"], r["projector_learning_rate"]) == (2e-4, 5e-4, 5e-4)
     assert r["per_device_train_batch_size"] * r["gradient_accumulation_steps"] == 48
     assert r["bf16"] is True and r["lr_scheduler_type"] == "cosine" and r["warmup_steps"] == 0.03
+    assert r["dtype"] == "float32"  # bf16 mixed precision over fp32 master weights, the frozen teacher in bf16
+    assert r["kd_method"] == "sft" or r["teacher_model_init_kwargs"] == {"dtype": "bfloat16"}
     assert r["weight_decay"] == 0.01 and r["max_length"] == 4096
     assert (r["min_pixels"], r["max_pixels"]) == (784, 50176)
     assert r["model_name_or_path"] == load("pulse_to_qwen.yaml")["model_name_or_path"]  # same SFT start
