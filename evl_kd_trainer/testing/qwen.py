@@ -152,15 +152,59 @@ def build_tiny_qwen3_vl(
     ``mm_token_type_ids``. Visual tokens per image: ``prod(image_grid_thw) // 4``, 4..16 by default.
     ``tokenizer_kwargs`` go to :func:`build_tiny_qwen_tokenizer` (``vocab_size``, ``extra_corpus``).
     """
+    return _build(
+        tiny_qwen3_vl_config,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLImageOnlyProcessor,
+        16,
+        QWEN_VL_CHAT_TEMPLATE,
+        seed,
+        min_pixels,
+        max_pixels,
+        tokenizer_kwargs,
+        overrides,
+    )
+
+
+def _qwen2_text_defaults(vocab_size: int, pad_token_id: int | None) -> dict[str, Any]:
+    """Text config of the tiny Qwen2-VL / Qwen2.5-VL: 64 wide, 2 layers, 4 heads of 16 (M-RoPE sections sum to 8)."""
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        "pad_token_id": pad_token_id,
+        "bos_token_id": None,
+        "eos_token_id": None,
+    }
+
+
+def _build(
+    config_fn: Any,
+    model_cls: type,
+    processor_cls: type,
+    patch_size: int,
+    chat_template: str,
+    seed: int,
+    min_pixels: int,
+    max_pixels: int,
+    tokenizer_kwargs: dict[str, Any] | None,
+    overrides: dict[str, Any],
+) -> tuple[Any, Any]:
+    """Tokenizer, config from ``config_fn``, seeded random model and image-only processor of one Qwen-VL family."""
     tokenizer = build_tiny_qwen_tokenizer(**(tokenizer_kwargs or {}))
     token_ids = {**_qwen_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
-    config = tiny_qwen3_vl_config(len(tokenizer), token_ids, **overrides)
+    config = config_fn(len(tokenizer), token_ids, **overrides)
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config).eval()
-    processor = Qwen3VLImageOnlyProcessor(
-        image_processor=_image_processor(16, min_pixels, max_pixels),
+    model = model_cls(config).eval()
+    processor = processor_cls(
+        image_processor=_image_processor(patch_size, min_pixels, max_pixels),
         tokenizer=tokenizer,
-        chat_template=QWEN_VL_CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
     return model, processor
 
@@ -169,19 +213,7 @@ def tiny_qwen2_vl_config(vocab_size: int, token_ids: dict[str, int], **overrides
     """The tiny ``Qwen2VLConfig``: text 64 wide, 2 layers, 4 heads of 16; vision depth 2, width 32, patch 14."""
     pad_token_id = token_ids.pop("pad_token_id", None)
     defaults: dict[str, Any] = {
-        "text_config": {
-            "vocab_size": vocab_size,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 1024,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-            "pad_token_id": pad_token_id,
-            "bos_token_id": None,
-            "eos_token_id": None,
-        },
+        "text_config": _qwen2_text_defaults(vocab_size, pad_token_id),
         "vision_config": {
             "depth": 2,
             "embed_dim": 32,
@@ -209,17 +241,18 @@ def build_tiny_qwen2_vl(
     **overrides: Any,
 ) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLImageOnlyProcessor]:
     """A tiny random ``Qwen2VLForConditionalGeneration`` and its image-only processor (patch 14, merge 2)."""
-    tokenizer = build_tiny_qwen_tokenizer(**(tokenizer_kwargs or {}))
-    token_ids = {**_qwen_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
-    config = tiny_qwen2_vl_config(len(tokenizer), token_ids, **overrides)
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
-    processor = Qwen2VLImageOnlyProcessor(
-        image_processor=_image_processor(14, min_pixels, max_pixels),
-        tokenizer=tokenizer,
-        chat_template=QWEN_VL_CHAT_TEMPLATE,
+    return _build(
+        tiny_qwen2_vl_config,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageOnlyProcessor,
+        14,
+        QWEN_VL_CHAT_TEMPLATE,
+        seed,
+        min_pixels,
+        max_pixels,
+        tokenizer_kwargs,
+        overrides,
     )
-    return model, processor
 
 
 def tiny_qwen2_5_vl_config(vocab_size: int, token_ids: dict[str, int], **overrides: Any) -> Qwen2_5_VLConfig:
@@ -227,19 +260,7 @@ def tiny_qwen2_5_vl_config(vocab_size: int, token_ids: dict[str, int], **overrid
     attention in layer 1, as the real model alternates), width 32, patch 14, merge 2."""
     pad_token_id = token_ids.pop("pad_token_id", None)
     defaults: dict[str, Any] = {
-        "text_config": {
-            "vocab_size": vocab_size,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 1024,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-            "pad_token_id": pad_token_id,
-            "bos_token_id": None,
-            "eos_token_id": None,
-        },
+        "text_config": _qwen2_text_defaults(vocab_size, pad_token_id),
         "vision_config": {
             "depth": 2,
             "hidden_size": 32,
@@ -268,14 +289,15 @@ def build_tiny_qwen2_5_vl(
     **overrides: Any,
 ) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLImageOnlyProcessor]:
     """A tiny random ``Qwen2_5_VLForConditionalGeneration`` and its image-only processor (patch 14, merge 2)."""
-    tokenizer = build_tiny_qwen_tokenizer(**(tokenizer_kwargs or {}))
-    token_ids = {**_qwen_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
-    config = tiny_qwen2_5_vl_config(len(tokenizer), token_ids, **overrides)
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    processor = Qwen2_5_VLImageOnlyProcessor(
-        image_processor=_image_processor(14, min_pixels, max_pixels),
-        tokenizer=tokenizer,
-        chat_template=QWEN2_VL_CHAT_TEMPLATE,
+    return _build(
+        tiny_qwen2_5_vl_config,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLImageOnlyProcessor,
+        14,
+        QWEN2_VL_CHAT_TEMPLATE,
+        seed,
+        min_pixels,
+        max_pixels,
+        tokenizer_kwargs,
+        overrides,
     )
-    return model, processor
