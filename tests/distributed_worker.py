@@ -49,7 +49,9 @@ def main() -> None:
         seed=0,
         disable_tqdm=True,
         lr_scheduler_type="constant",
-        deepspeed={"ddp": None, "zero2": ZERO2, "zero3": ZERO3}[mode],
+        deepspeed={"ddp": None, "ddp_label_smoothing": None, "zero2": ZERO2, "zero3": ZERO3}[mode],
+        # label smoothing: SFTTrainer's grad forward then returns logits and no loss (a second forward feeds metrics)
+        **({"label_smoothing_factor": 0.1, "loss_type": "nll"} if mode == "ddp_label_smoothing" else {}),
     )
     trainer = EVLDistillTrainer(
         student,

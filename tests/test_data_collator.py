@@ -328,3 +328,23 @@ def test_qwen2_5_vl_renders_with_its_default_system_turn():
     processor = build_tiny_qwen2_5_vl()[1]
     text = processor.tokenizer.decode(DualViewCollator(processor)([_record()])["input_ids"][0])
     assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+
+
+def test_llava_template_is_replaced_only_when_missing(caplog):
+    """A LLaVA-NeXT processor may wrap Mistral, Llama-3 or Qwen: its own unmarked template is not guessed at."""
+    from evl_kd_trainer.data.templates import LLAVA_V1_CHAT_TEMPLATE
+
+    student = build_tiny_qwen3_vl()[1]
+    unmarked = build_tiny_llava_next()[1]
+    unmarked.chat_template = _released_style(LLAVA_V1_CHAT_TEMPLATE)
+    with pytest.raises(ValueError, match="teacher chat template has no"):
+        DualViewCollator(student, unmarked)
+    missing = build_tiny_llava_next()[1]
+    missing.chat_template = None
+    with caplog.at_level(logging.WARNING):
+        batch = DualViewCollator(student, missing)([_record()])
+    assert "'llava_v1'" in caplog.text and "Vicuna" in caplog.text
+    assert missing.tokenizer.decode(batch["teacher_input_ids"][0]).startswith(f"<s> {LLAVA_V1_SYSTEM} USER: <image>")
+    # an explicit template by name wins over the processor's
+    named = DualViewCollator(student, unmarked, teacher_chat_template="llava_v1")([_record()])
+    assert torch.equal(named["teacher_input_ids"], batch["teacher_input_ids"])

@@ -219,11 +219,26 @@ def test_json_list_errors_name_the_file(tmp_path):
 
     cases = {
         '{"id": 1}': "expected a JSON list",
-        '[{"id": 1} {"id": 2}]': "expected ','",
-        '[{"id": 1}, {"id"': "not valid",
+        '[{"id": 1} {"id": 2}]': "character 11: expected ','",
+        '[{"id": 1}, {"id"': "not valid JSON",
+        '[{"id": 1}] x': "character 12: extra data",
+        '[{"id": 1}, {"id": tru}]': "character 19: Expecting value",
     }
     for index, (text, message) in enumerate(cases.items()):
         path = tmp_path / f"bad{index}.json"
         path.write_text(text)
-        with pytest.raises(ValueError, match=rf"bad{index}\.json: .*{message}"):
-            list(iter_json_array(str(path), chunk_chars=4))
+        for chunk in (4, 1 << 20):
+            with pytest.raises(ValueError, match=rf"bad{index}\.json: .*{message}"):
+                list(iter_json_array(str(path), chunk_chars=chunk))
+
+
+def test_a_malformed_record_is_reported_without_reading_the_rest_of_the_file(tmp_path):
+    from evl_kd_trainer.data.ecginstruct import iter_json_array
+
+    path = tmp_path / "big.json"
+    good = json.dumps({"id": "x", "value": "y" * 50})
+    path.write_text("[" + good + ", {bad}, " + ", ".join([good] * 20000) + "]")
+    records = iter_json_array(str(path), chunk_chars=256)
+    assert next(records)["id"] == "x"
+    with pytest.raises(ValueError, match="character 78: Expecting property name"):
+        next(records)

@@ -8,6 +8,7 @@ of every aligner parameter per rank (tests/distributed_worker.py).
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -101,3 +102,11 @@ def test_deepspeed_two_processes_match_ddp_and_one(tmp_path, single, ddp_two, st
             assert z[key] == pytest.approx(d[key], rel=1e-4), key
     for name, value in ranks[0]["aligner"].items():
         assert value == pytest.approx(ddp_two[0]["aligner"][name], rel=1e-4, abs=1e-5), name
+
+
+def test_ddp_with_label_smoothing_trains_the_aligners_on_every_rank(tmp_path, ddp_two):
+    """The grad forward has no `loss` field then: the aligners must still be known to DDP as used."""
+    ranks = run(tmp_path / "ls", "ddp_label_smoothing", 2, 2)
+    assert ranks[0]["aligner"] == ranks[1]["aligner"]
+    assert ranks[0]["aligner"] != ddp_two[0]["aligner"]  # a different objective, trained
+    assert len(ranks[0]["logs"]) == 3 and all(math.isfinite(e["ot_loss"]) for e in ranks[0]["logs"])

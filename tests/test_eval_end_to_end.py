@@ -225,3 +225,10 @@ def test_pixel_budget_applies_to_qwen_vl_and_is_skipped_only_where_asked(workspa
     with pytest.raises(ValueError, match="no pixel budget"):
         apply_pixel_budget(llava, budget)
     assert apply_pixel_budget(llava, budget, only_where_supported=True).image_processor.size == before
+    # a budget that no evaluated model takes is a mistake, reported before any model loads
+    data = str(workspace / "synthetic.json")
+    with pytest.raises(ValueError, match="none of the models evaluated is one"):
+        evaluate_main(
+            ["--model_name_or_path", str(workspace / "llava"), "--splits", "synthetic", "--data_files", data,
+             "--max_pixels", "4096", "--progress", "False"]
+        )  # fmt: skip

@@ -128,6 +128,30 @@ def test_aligner_group_keeps_the_users_optimizer_class(tmp_path):
     )
 
 
+def test_aligner_group_when_the_optimizer_selects_its_own_parameters(tmp_path):
+    """GaLore-style optimizers hand Trainer their own `params`, chosen without looking at requires_grad: the
+    aligners must then leave those groups, not appear twice."""
+    student, teacher = build_tiny_qwen3_vl(seed=0), build_tiny_llava_next(seed=1)
+    args = make_args(tmp_path, aligner_learning_rate=7e-3, max_steps=1)
+    trainer = EVLDistillTrainer(
+        student[0], teacher_model=teacher[0], args=args, train_dataset=make_tiny_vlm_dataset(n=4, seed=0),
+        processing_class=student[1], teacher_processing_class=teacher[1],
+    )  # fmt: skip
+    everything = list(trainer.model.parameters())  # aligners included, as GaLore's target selection would
+    trainer.optimizer_cls_and_kwargs = (torch.optim.AdamW, {"params": [{"params": everything}], "lr": 1e-3})
+    optimizer = trainer.create_optimizer()
+    ids = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len({id(p) for p in everything if p.requires_grad})
+    kd_ids = {id(p) for p in trainer.kd_method.parameters()}
+    assert all(g["lr"] == 7e-3 for g in optimizer.param_groups if any(id(p) in kd_ids for p in g["params"]))
+    trainer.train()  # and it steps
+
+    layerwise = make_trainer(tmp_path / "lw", optim="adamw_torch", max_steps=1)
+    layerwise.args.optim = "galore_adamw_layerwise"
+    with pytest.raises(ValueError, match="galore_adamw_layerwise.*own learning rate"):
+        layerwise.create_optimizer()
+
+
 def test_alpha_zero_reproduces_sft_exactly(tmp_path):
     dataset = make_tiny_vlm_dataset(n=8, seed=0)
     student_sft = build_tiny_qwen3_vl(seed=0)
@@ -321,6 +345,25 @@ def test_nonfinite_step_is_skipped_whole_and_counted(tmp_path):
     assert any(not torch.equal(v, snapshots[1][k]) for k, v in snapshots[2].items()), "step 3 did not train"
     adam_steps = {float(state["step"]) for state in trainer.optimizer.optimizer.state.values()}
     assert adam_steps == {2.0}, "the skipped update must not advance the optimizer state"
+
+
+def test_skip_is_refused_where_an_update_cannot_be_dropped(tmp_path):
+    with pytest.raises(ValueError, match="fp16 loss scaling"):
+        make_args(tmp_path, nonfinite_kd_action="skip", fp16=True, use_cpu=False)
+    with pytest.raises(ValueError, match="DeepSpeed"):
+        make_args(tmp_path, nonfinite_kd_action="skip", deepspeed={"zero_optimization": {"stage": 2}})
+
+
+def test_nonfinite_term_in_evaluation_does_not_touch_the_next_update(tmp_path):
+    """Under "skip", a NaN met while evaluating is reported, not turned into a skipped training update."""
+    teacher = build_tiny_llava_next(seed=1)
+    trainer = make_trainer(tmp_path, teacher=teacher, nonfinite_kd_action="skip", max_steps=1)
+    trainer.eval_dataset = make_tiny_vlm_dataset(n=2, seed=3)
+    handle = teacher[0].model.multi_modal_projector.register_forward_hook(lambda m, i, o: o * float("nan"))
+    metrics = trainer.evaluate()
+    handle.remove()
+    assert math.isnan(metrics["eval_loss"])  # reported, not hidden
+    assert trainer.skipped_nonfinite_steps == 0 and not trainer._skip_update
 
 
 def test_unsupported_models_and_mismatched_processors_fail_clearly(tmp_path):

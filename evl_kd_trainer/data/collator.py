@@ -113,13 +113,17 @@ def _make_view(name: str, prefix: str, processor: Any, chat_template: str | None
     else:
         template = getattr(processor, "chat_template", None)
         fallback = training_template_name(processor)
-        if fallback is not None and (not template or not has_generation_markers(template)):
-            # The released Qwen-VL templates have no {% generation %} block: render the same conversation with
-            # our marked copy, so that the answers can be labelled.
+        # The released Qwen-VL templates have no {% generation %} block: their family's conversation is rendered
+        # with our marked copy, so the answers can be labelled. A LLaVA processor's template is only replaced
+        # when it has none (LLaVA-NeXT also comes with Mistral, Llama-3 or Qwen language models, whose
+        # conversations are not llava_v1).
+        qwen = fallback in ("qwen_vl", "qwen2_vl")
+        if fallback is not None and (not template or (qwen and not has_generation_markers(template))):
             logger.warning(
-                "The %s processor's chat template %s; using evl_kd_trainer's %r template (same conversation "
+                "The %s processor's chat template %s; using evl_kd_trainer's %r template (the %s conversation "
                 "format, with {%% generation %%} markers). Pass a template to override.",
                 name, "has no {% generation %} block" if template else "is missing", fallback,
+                "same" if template else "Vicuna / LLaVA-1.5" if not qwen else "Qwen-VL",
             )  # fmt: skip
             template = CHAT_TEMPLATES[fallback]
     if not template:

@@ -155,20 +155,22 @@ def iter_json_array(file: str, chunk_chars: int = _CHUNK_CHARS) -> Iterator[Any]
 
     ECGInstruct ships as a single 1.1M-record ``.json`` list; ``json.load`` would hold all of it (and a stream
     would not start before it is read). This reads ``chunk_chars`` at a time and decodes each element as soon as
-    it is complete, so memory stays at about one chunk plus one record.
+    it is complete, so memory stays at about one chunk plus one record. Malformed JSON is reported at once with
+    its character offset in the file, as ``json.load`` would, trailing data after the list included.
     """
     decoder = json.JSONDecoder()
     with open(file, encoding="utf-8") as handle:
-        buffer, pos, eof = "", 0, False
+        buffer, pos, eof, dropped = "", 0, False, 0  # `dropped`: characters of the file before `buffer`
 
         def fill() -> bool:
-            nonlocal buffer, pos, eof
+            nonlocal buffer, pos, eof, dropped
             if eof:
                 return False
             chunk = handle.read(chunk_chars)
             if not chunk:
                 eof = True
                 return False
+            dropped += pos
             buffer, pos = buffer[pos:] + chunk, 0
             return True
 
@@ -180,33 +182,43 @@ def iter_json_array(file: str, chunk_chars: int = _CHUNK_CHARS) -> Iterator[Any]
                 if pos < len(buffer) or not fill():
                     return buffer[pos] if pos < len(buffer) else ""
 
+        def invalid(message: str, at: int) -> ValueError:
+            return ValueError(f"{file}: not valid JSON at character {dropped + at}: {message}.")
+
         if skip_space() != "[":
             raise ValueError(f"{file}: expected a JSON list of records; JSON lines need a .jsonl name.")
         pos += 1
         if skip_space() == "]":
-            return
-        while True:
-            while True:
-                try:
-                    value, end = decoder.raw_decode(buffer, pos)
-                except json.JSONDecodeError as error:
-                    if not fill():
-                        raise ValueError(f"{file}: not valid JSON ({error}).") from error
-                    continue
-                # Only a number can be decoded from a prefix of itself ("3" of "3.5"): one that is not followed by
-                # a delimiter may go on in the next chunk.
-                is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-                if not is_number or (end < len(buffer) and buffer[end] in " \t\r\n,]") or not fill():
-                    break
-            pos = end
-            yield value
-            separator = skip_space()
             pos += 1
-            if separator == "]":
-                return
-            if separator != ",":
-                raise ValueError(f"{file}: not valid JSON (expected ',' or ']' after element, got {separator!r}).")
-            skip_space()
+        else:
+            while True:
+                while True:
+                    try:
+                        value, end = decoder.raw_decode(buffer, pos)
+                    except json.JSONDecodeError as error:
+                        # Only an element cut by the end of the buffer may be completed by the next chunk: an error
+                        # close to the end (a literal such as `tru|e` fails at its start) or an unterminated string.
+                        cut = error.pos >= len(buffer) - 8 or error.msg.startswith("Unterminated string")
+                        if cut and fill():
+                            continue
+                        raise invalid(error.msg, error.pos) from error
+                    # Only a number can be decoded from a prefix of itself ("3" of "3.5"): one that is not
+                    # followed by a delimiter may go on in the next chunk.
+                    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                    if not is_number or (end < len(buffer) and buffer[end] in " \t\r\n,]") or not fill():
+                        break
+                pos = end
+                yield value
+                separator = skip_space()
+                if separator == "]":
+                    pos += 1
+                    break
+                if separator != ",":
+                    raise invalid(f"expected ',' or ']' after an element, got {separator!r}", pos)
+                pos += 1
+                skip_space()
+        if skip_space():
+            raise invalid("extra data after the list", pos)
 
 
 def _read_records(file: str) -> Iterator[tuple[int, Any]]:

@@ -80,11 +80,12 @@ def has_generation_markers(template: str) -> bool:
 
 
 def training_template_name(processor: Any) -> str | None:
-    """The registered template that renders what ``processor``'s model family was trained on, with
-    ``{% generation %}`` markers; ``None`` for an unknown family.
+    """The registered template with ``{% generation %}`` markers for ``processor``'s model family; ``None`` for
+    an unknown family.
 
-    The released Qwen-VL templates carry no generation markers, so answers cannot be labelled from them; these
-    templates render the same text for image + text turns.
+    The released Qwen-VL templates carry no generation markers, so answers cannot be labelled from them;
+    ``qwen_vl`` / ``qwen2_vl`` render the same text for image + text turns. For LLaVA processors this is
+    ``llava_v1`` (Vicuna, PULSE), which the collator uses only when a processor has no template at all.
     """
     from transformers import LlavaNextProcessor, LlavaProcessor, Qwen2_5_VLProcessor, Qwen2VLProcessor
 

@@ -123,6 +123,7 @@ def score_split(
 
 def run_evaluation(args: EvalArguments) -> dict[str, Any]:
     """Evaluate every model on every split and write the outputs to ``args.output_dir``; returns the results."""
+    _check_pixel_budget(args)
     splits = load_splits(args)
     os.makedirs(args.output_dir, exist_ok=True)
     names = args.display_names()
@@ -137,8 +138,10 @@ def run_evaluation(args: EvalArguments) -> dict[str, Any]:
         gc.collect()
         _empty_cache()
 
-    # Scored after all generation, split by split in the reference scorer's order, so that under
-    # `reference_compat` one `Random(42)` stream gives the random guesses PULSE's script draws.
+    # Scored after all generation, split by split in the reference scorer's order and, within a split, model by
+    # model: PULSE's script scores every result file of a split in one process from one `random.seed(42)`
+    # stream, so under `reference_compat` this draws its guesses when the models are listed in the order its
+    # directory walk finds their files (always, for a single model).
     rng = random.Random(REFERENCE_SEED)
     order = sorted(splits, key=lambda s: REFERENCE_SCORING_ORDER.index(s) if s in REFERENCE_SCORING_ORDER else 99)
     scored: dict[tuple[str, str], dict[str, Any]] = {}
@@ -175,6 +178,20 @@ def run_evaluation(args: EvalArguments) -> dict[str, Any]:
     plot_per_class(results, os.path.join(args.output_dir, PER_CLASS_PNG))
     print(table)
     return payload
+
+
+def _check_pixel_budget(args: EvalArguments) -> None:
+    """``min_pixels`` / ``max_pixels`` must apply to at least one model (processors only: cheap to load)."""
+    if args.min_pixels is None and args.max_pixels is None:
+        return
+    from evl_kd_trainer.models.loading import load_processor
+    from evl_kd_trainer.scripts.common import has_pixel_budget
+
+    if not any(has_pixel_budget(load_processor(path)) for path in args.model_name_or_path):
+        raise ValueError(
+            "`min_pixels` / `max_pixels` apply to Qwen-VL models, and none of the models evaluated is one: "
+            f"{', '.join(args.model_name_or_path)}."
+        )
 
 
 def _empty_cache() -> None:

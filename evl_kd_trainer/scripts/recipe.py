@@ -136,7 +136,10 @@ def parse_recipe_args(
     except ValueError as err:
         # A config's own check (`__post_init__`: a range, or TrainingArguments' hardware checks such as bf16 on a
         # machine without a bf16 GPU): say which recipe the values came from.
-        where = f"{known.recipe} (with command-line overrides)" if known.recipe is not None else "command line"
+        if known.recipe is None:
+            where = "command line"
+        else:
+            where = f"{known.recipe} (with command-line overrides)" if rest else str(known.recipe)
         raise RecipeError(f"{where}: {err}") from err
     *outputs, remaining = parsed
     # HfArgumentParser appends a Namespace for the non-dataclass `--recipe` option: keep only the dataclasses.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,8 +70,11 @@ class EVLDistillConfig(SFTConfig):
             trains it at `learning_rate`. The paper's Table 3 gives one "projector LR" (5e-4) for the KD phase;
             its recipe applies it to the aligners and to this projector alike.
         nonfinite_kd_action (`str`, *optional*, defaults to `"error"`):
-            What to do when a distillation term is NaN or infinite: `"error"` raises naming the step and the term;
-            `"skip"` skips the step's update and counts it (`skipped_nonfinite_steps` in the logs).
+            What to do when a distillation term (or the cross-entropy) is NaN or infinite: `"error"` raises naming
+            the step and the term; `"skip"` drops the step's whole optimizer update and counts it
+            (`skipped_nonfinite_steps` in the logs). `"skip"` is refused under DeepSpeed and fp16 (their own
+            optimizer step / loss scaler cannot be told to skip); in evaluation nothing is skipped and `eval_loss`
+            comes out NaN.
         teacher_max_length (`int`, *optional*):
             Longest teacher view in tokens (image tokens included); longer samples are cut after their image or
             dropped (counted). `None` never truncates the teacher view. PULSE's Vicuna context is 4096.
@@ -210,6 +214,14 @@ class EVLDistillConfig(SFTConfig):
             value = getattr(self, name)
             if value < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {value}.")
+        if self.nonfinite_kd_action == "skip":
+            deepspeed = self.deepspeed is not None or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+            if deepspeed or self.fp16:
+                where = "DeepSpeed (its engine steps its own optimizer)" if deepspeed else "fp16 loss scaling"
+                raise ValueError(
+                    f"`nonfinite_kd_action='skip'` cannot drop an update under {where}: use 'error'"
+                    + ("." if deepspeed else ", or bf16.")
+                )
         if self.projector_learning_rate is not None and self.projector_learning_rate <= 0:
             raise ValueError(f"`projector_learning_rate` must be > 0, got {self.projector_learning_rate}.")
         positive = ("sinkhorn_epsilon", "aligner_learning_rate", "mlot_sinkhorn_reg", "dskd_temperature")

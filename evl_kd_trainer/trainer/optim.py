@@ -1,9 +1,11 @@
 """Give a set of parameters their own learning rate without re-implementing ``Trainer.create_optimizer``.
 
 The paper trains its projectors/aligners at a higher rate than the rest ("projector LR", Tables 2-3). Rather than
-building the optimizer ourselves (and losing what ``Trainer`` does there: ``optimizer_cls_and_kwargs``, optimizer
-factories, GaLore/LOMO parameter hand-over, bitsandbytes embedding overrides, per-mesh groups), the parameters
-are hidden from ``Trainer.create_optimizer`` while it runs and then added as groups of their own.
+building the optimizer ourselves (and losing what ``Trainer`` does there: ``optimizer_cls_and_kwargs``, GaLore /
+APOLLO parameter selection, bitsandbytes embedding overrides, per-mesh groups), the parameters are hidden from
+``Trainer.create_optimizer`` while it runs, taken out of any group it still put them in (GaLore's selection does
+not look at ``requires_grad``), and added as groups of their own. Optimizers that cannot take extra groups (the
+layer-wise GaLore / APOLLO variants, LOMO, optimizer factories) are refused with a clear error.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from transformers import Trainer
 # Parameter-name fragments of the supported models' own vision-language projectors: Qwen-VL's patch merger (and
 # Qwen3-VL's deepstack mergers), LLaVA's multi_modal_projector.
 PROJECTOR_NAME_PATTERNS = ("visual.merger", "visual.deepstack_merger", "multi_modal_projector")
+
+
+_NO_GROUPS = (
+    "optim={optim!r} cannot give the aligner / projector parameters their own learning rate (layer-wise, LOMO "
+    "and factory-built optimizers take no extra parameter groups): choose another optimizer."
+)
 
 
 def create_optimizer_with_own_lr(
@@ -35,6 +43,9 @@ def create_optimizer_with_own_lr(
         seen.update(id(p) for p in kept)
         own.append((kept, lr))
     hidden = [p for params, _ in own for p in params]
+    optim_name = str(getattr(trainer.args, "optim", "")).lower()
+    if hidden and ("layerwise" in optim_name or "lomo" in optim_name):
+        raise ValueError(_NO_GROUPS.format(optim=trainer.args.optim))
     for param in hidden:
         param.requires_grad_(False)
     try:
@@ -42,6 +53,14 @@ def create_optimizer_with_own_lr(
     finally:
         for param in hidden:
             param.requires_grad_(True)
+    if not hidden:
+        return optimizer
+    if not hasattr(optimizer, "add_param_group"):
+        raise ValueError(_NO_GROUPS.format(optim=trainer.args.optim))
+    hidden_ids = {id(p) for p in hidden}
+    for group in optimizer.param_groups:
+        group["params"] = [p for p in group["params"] if id(p) not in hidden_ids]
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
     decay = set(trainer.get_decay_parameter_names(opt_model))
     names = {id(p): name for name, p in opt_model.named_parameters()}
     for params, lr in own:

@@ -100,7 +100,8 @@ class _SkipNonfiniteUpdate(TrainerCallback):
 
     Every gradient is set to ``None`` just before ``optimizer.step()``: PyTorch optimizers then leave each
     parameter and its state (moments, step count, decoupled weight decay) untouched. The learning-rate schedule
-    still advances, as it does for a step skipped by fp16 loss scaling.
+    still advances (the step counts towards ``max_steps``). Refused under DeepSpeed, whose engine steps its own
+    optimizer, and with fp16 loss scaling, whose scaler needs the gradients.
     """
 
     def __init__(self, trainer: EVLDistillTrainer) -> None:
@@ -192,11 +193,6 @@ class EVLDistillTrainer(SFTTrainer):
             teacher_adapter = get_adapter(teacher)
             if teacher_processing_class is None:
                 teacher_processing_class = self._default_processor(load_processor, teacher_path, "teacher")
-            if args.teacher_chat_template is not None:
-                from evl_kd_trainer.data.templates import CHAT_TEMPLATES
-
-                template = args.teacher_chat_template
-                teacher_processing_class.chat_template = CHAT_TEMPLATES.get(template, template)
             _check_processor_matches(teacher, teacher_processing_class, "teacher")
             teacher.requires_grad_(False)
             teacher.eval()
@@ -210,6 +206,7 @@ class EVLDistillTrainer(SFTTrainer):
                 max_length=args.max_length,
                 teacher_max_length=args.teacher_max_length,
                 chat_template=args.student_chat_template,
+                teacher_chat_template=args.teacher_chat_template,
             )
         # The collator needs the raw `messages`/`images` columns.
         args.remove_unused_columns = False
@@ -242,12 +239,7 @@ class EVLDistillTrainer(SFTTrainer):
         self._pending_terms: dict[str, torch.Tensor] | None = None
         self.skipped_nonfinite_steps = 0
         self._skip_update = False  # set by a non-finite micro-batch, cleared by `_SkipNonfiniteUpdate`
-        if args.nonfinite_kd_action == "skip":
-            if self.is_deepspeed_enabled:
-                logger.warning(
-                    "nonfinite_kd_action='skip' under DeepSpeed zeroes the bad micro-batch's loss, but DeepSpeed's "
-                    "own optimizer step still runs (weight decay, moment decay)."
-                )
+        if args.nonfinite_kd_action == "skip":  # EVLDistillConfig refused DeepSpeed and fp16 with it
             self.add_callback(_SkipNonfiniteUpdate(self))
 
         # An inactive method (alpha = 0, ...) never reads the teacher: do not spend memory placing it.
@@ -418,14 +410,17 @@ class EVLDistillTrainer(SFTTrainer):
             features = trainer._build_features(store, context)
             terms = trainer.kd_method(features)
             trainer._pending_terms = terms
-            if isinstance(outputs, dict) and outputs.get("loss") is not None:
+            if isinstance(outputs, dict) and torch.is_grad_enabled():
                 # DDP with find_unused_parameters searches the forward's *outputs* for the parameters in use;
                 # the terms are not among them, so the aligners would be declared unused and their gradients
                 # would then arrive in backward ("marked ready twice"). An exact, NaN-proof zero built from
-                # empty slices of the method's parameters connects them to the output (TRL's CE reads the
-                # per-token log-probs, not this field).
+                # empty slices of the method's parameters connects them to the output through `loss`: TRL's CE
+                # reads the per-token log-probs, and when the forward computed no loss (label smoothing,
+                # `compute_loss_func`: they read the logits) the field holds that zero. (DDP rebuilds the output
+                # class from its fields, so no new field can carry it.)
                 anchor = sum(p.reshape(-1)[:0].sum() for p in trainer.kd_method.parameters())
-                outputs["loss"] = outputs["loss"] + anchor
+                loss = outputs.get("loss")
+                outputs["loss"] = anchor if loss is None else loss + anchor
             return outputs
 
         target.forward = forward_with_distillation
@@ -488,6 +483,10 @@ class EVLDistillTrainer(SFTTrainer):
                 f"Non-finite loss term at global step {step}: {found}. Set `nonfinite_kd_action='skip'` to skip "
                 "such updates (they are counted)."
             )
+        if not self.model.training:
+            # Evaluation: nothing to skip; the non-finite total comes out in `eval_loss` as it is.
+            logger.warning(f"Non-finite loss term in evaluation at global step {step}: {found}.")
+            return False
         if not self._skip_update:
             self._skip_update = True
             self.skipped_nonfinite_steps += 1
