@@ -5,7 +5,8 @@ building the optimizer ourselves (and losing what ``Trainer`` does there: ``opti
 APOLLO parameter selection, bitsandbytes embedding overrides, per-mesh groups), the parameters are hidden from
 ``Trainer.create_optimizer`` while it runs, taken out of any group it still put them in (GaLore's selection does
 not look at ``requires_grad``), and added as groups of their own. Optimizers that cannot take extra groups (the
-layer-wise GaLore / APOLLO variants, LOMO, optimizer factories) are refused with a clear error.
+layer-wise GaLore / APOLLO variants, LOMO, any optimizer without ``add_param_group``) are refused with a clear
+error.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ PROJECTOR_NAME_PATTERNS = ("visual.merger", "visual.deepstack_merger", "multi_mo
 
 
 _NO_GROUPS = (
-    "optim={optim!r} cannot give the aligner / projector parameters their own learning rate (layer-wise, LOMO "
-    "and factory-built optimizers take no extra parameter groups): choose another optimizer."
+    "optim={optim!r} cannot give the aligner / projector parameters their own learning rate (layer-wise and LOMO "
+    "optimizers take no extra parameter groups): choose another optimizer."
 )
 
 
