@@ -3,6 +3,12 @@
 Same global batch of 4: one process with 4 samples, or two processes with 2 each. The teacher is
 prepared the way TRL prepares teachers (ZeRO-3 kept). Each run writes its logged losses and a checksum
 of every aligner parameter per rank (tests/distributed_worker.py).
+
+These tests run in their own target, `make test-distributed` (CI runs it after `make test`). Their subprocess
+time limits are scaled to the machine: the one-process run is timed first and every multi-process run may take
+`EVL_DIST_TIMEOUT_FACTOR` (default 20) times as long, never less than `EVL_DIST_TIMEOUT_MIN_S` (default 600 s).
+A fixed limit failed on a busy machine (a DeepSpeed run that takes 56 s alone took over 300 s beside other work,
+its first use also compiling DeepSpeed's shm op), while a hung rendezvous must still fail in bounded time.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +27,11 @@ import pytest
 WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = WORKER.parent.parent
 TERMS = ("loss", "ce_loss", "mhca_loss", "rel_loss", "ot_loss")
+# The one-process reference gets the generous fixed limit; the others a multiple of the time it took.
+SINGLE_TIMEOUT_S = float(os.environ.get("EVL_DIST_SINGLE_TIMEOUT_S", "1800"))
+TIMEOUT_FACTOR = float(os.environ.get("EVL_DIST_TIMEOUT_FACTOR", "20"))
+TIMEOUT_MIN_S = float(os.environ.get("EVL_DIST_TIMEOUT_MIN_S", "600"))
+_measured: dict[str, float] = {}
 
 pytestmark = pytest.mark.distributed
 
@@ -29,6 +41,12 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def time_limit() -> float:
+    """Seconds a multi-process run may take: scaled to the measured one-process run on this machine, now."""
+    single = _measured.get("single")
+    return SINGLE_TIMEOUT_S if single is None else max(TIMEOUT_MIN_S, TIMEOUT_FACTOR * single)
 
 
 def run(out: Path, mode: str, nproc: int, batch: int) -> list[dict]:
@@ -50,7 +68,17 @@ def run(out: Path, mode: str, nproc: int, batch: int) -> list[dict]:
             mode,
             str(batch),
         ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    limit = time_limit()
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(
+            f"{mode} with {nproc} process(es) did not finish in {limit:.0f} s (the one-process run took "
+            f"{_measured.get('single', float('nan')):.1f} s); output:\n{(err.stdout or b'')[-3000:]!r}"
+        )
+    if nproc == 1 and mode == "ddp":
+        _measured.setdefault("single", time.monotonic() - start)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
     assert [r["world"] for r in results] == [nproc] * nproc
