@@ -7,6 +7,7 @@ only dispatches, importing lazily so that ``evl-kd --help`` does not import torc
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 
 # subcommand -> (module, one-line help)
@@ -21,9 +22,14 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Commands whose options are config fields (slow to import): their plain `--help` is served from a cache.
+RECIPE_COMMANDS = ("sft", "distill", "evaluate")
+
+
 def _usage() -> str:
-    lines = ["usage: evl-kd <command> [options]", "", "commands:"]
+    lines = ["usage: evl-kd <command> [options]    (evl-kd <command> --help for its options)", "", "commands:"]
     lines += [f"  {name:<16}{help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "options:", f"  {'-h, --help':<16}this list", f"  {'--version':<16}the package version"]
     return "\n".join(lines)
 
 
@@ -32,12 +38,28 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(_usage())
         return 0
+    if argv[0] in {"-V", "--version"}:
+        from evl_kd_trainer import __version__
+
+        print(f"evl-kd (evl_kd_trainer) {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in SUBCOMMANDS:
         print(f"evl-kd: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    prog = f"evl-kd {command}"
+    if command in RECIPE_COMMANDS and rest in (["-h"], ["--help"]):
+        from evl_kd_trainer.scripts.help_cache import help_text
+
+        def print_help() -> object:
+            return importlib.import_module(SUBCOMMANDS[command][0]).main(rest, prog=prog)
+
+        print(help_text(prog, print_help), end="")
+        return 0
     module = importlib.import_module(SUBCOMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    # The usage line names the subcommand (`evl-kd distill`), not the console script alone.
+    kwargs = {"prog": prog} if "prog" in inspect.signature(module.main).parameters else {}
+    return int(module.main(rest, **kwargs) or 0)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from evl_kd_trainer.eval import read_split, score_ecgbench
 from evl_kd_trainer.eval.generate import BatchGenerator, resolve_chat_template
 from evl_kd_trainer.eval.records import RecordError
 from evl_kd_trainer.models.loading import load_model, load_processor
-from evl_kd_trainer.scripts.evaluate import main as evaluate_main
+from evl_kd_trainer.scripts.evaluate import run as evaluate_main
 from evl_kd_trainer.scripts.recipe import RecipeError
 from evl_kd_trainer.testing import build_tiny_llava_next, build_tiny_qwen3_vl, make_ecg_like_image
 
@@ -184,11 +184,13 @@ def test_example_script_from_a_recipe_writes_consistent_outputs(workspace, tmp_p
         assert chart.format == "PNG" and chart.size[0] > 500
 
 
-def test_script_checks_arguments_before_loading_a_model(workspace, tmp_path):
+def test_script_checks_arguments_before_loading_a_model(workspace, tmp_path, capsys):
     model = str(workspace / "qwen")
     data = str(workspace / "synthetic.json")
-    with pytest.raises(ValueError, match="Unknown ECG-Bench split 'ptbxl'"):  # through the `evl-kd` dispatcher
-        evl_kd_main(["evaluate", "--model_name_or_path", model, "--splits", "ptbxl", "--data_files", data])
+    # through the `evl-kd` dispatcher: one line naming the command and the problem, status 2, no traceback
+    assert evl_kd_main(["evaluate", "--model_name_or_path", model, "--splits", "ptbxl", "--data_files", data]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("evl-kd evaluate: error: command line: Unknown ECG-Bench split 'ptbxl'") and "Traceback" not in err
     with pytest.raises(ValueError, match=r"`data_files` needs one file per split: 2 split\(s\), 1 file\(s\)"):
         evaluate_main(["--model_name_or_path", model, "--splits", "csn", "g12ec", "--data_files", data])
     with pytest.raises(FileNotFoundError, match=r"`data_files`: no such file for split 'csn'"):

@@ -1,12 +1,26 @@
 """Checkpoint conversion: original-LLaVA folders (PULSE-7B) into transformers LLaVA-NeXT folders.
 
 ``evl-kd convert-llava SRC DST`` (:mod:`evl_kd_trainer.convert.cli`) wraps
-:func:`convert_llava_checkpoint`.
+:func:`convert_llava_checkpoint`. The names below are imported on first use, so that ``convert-llava --help``
+does not import torch.
 """
 
 from __future__ import annotations
 
-from evl_kd_trainer.convert.checkpoint_io import ConversionError
-from evl_kd_trainer.convert.llava import LlavaConversion, convert_llava_checkpoint, map_llava_key
+import importlib
+from typing import Any
 
-__all__ = ["ConversionError", "LlavaConversion", "convert_llava_checkpoint", "map_llava_key"]
+_LAZY_EXPORTS = {
+    "ConversionError": "evl_kd_trainer.convert.checkpoint_io",
+    "LlavaConversion": "evl_kd_trainer.convert.llava",
+    "convert_llava_checkpoint": "evl_kd_trainer.convert.llava",
+    "map_llava_key": "evl_kd_trainer.convert.llava",
+}
+
+__all__ = list(_LAZY_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_EXPORTS:
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+    raise AttributeError(f"module 'evl_kd_trainer.convert' has no attribute {name!r}")

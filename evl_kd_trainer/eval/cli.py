@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "evl-kd evaluate") -> int:
     from evl_kd_trainer.scripts.evaluate import main as evaluate_main
 
-    return evaluate_main(argv)
+    return evaluate_main(argv, prog=prog)

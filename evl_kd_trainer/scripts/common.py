@@ -12,30 +12,68 @@ from evl_kd_trainer.scripts.args import DataArguments
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def check_model_path(value: str | None, key: str) -> None:
-    """A local folder must exist; an ``org/name`` value that is no local folder must be a Hub id.
+def _looks_like_hub_id(value: str) -> bool:
+    return bool(_HUB_ID.match(value)) and not value.startswith((".", "/", "~"))
 
-    Online, a Hub id is left to ``from_pretrained``. Offline (``HF_HUB_OFFLINE=1``) it must be in the Hub cache, so
-    that a mistyped relative path such as ``checkpoints/qwen3vl-sft`` is reported here, not after other models load.
+
+def check_model_path(value: str | None, key: str) -> None:
+    """A model value must be a local folder, a cached Hub model, or (online) a Hub id the Hub confirms.
+
+    ``checkpoints/qwen3vl-sft`` is both a relative path and a valid ``org/name`` id. It is looked up in the Hub
+    cache; offline (``HF_HUB_OFFLINE=1``) or when its first component is a local folder, a miss is an error at once.
+    Otherwise the Hub is asked once, with a short timeout (``EVL_KD_HUB_CHECK_TIMEOUT``, default 5 s): no such
+    model, or no answer, is an error naming the key, instead of minutes of download retries after other models
+    have loaded.
     """
     if value is None:
         raise ValueError(f"`{key}` is required (in the recipe or on the command line).")
     if os.path.exists(value):
         return
-    if _HUB_ID.match(value) and not value.startswith((".", "/")):
-        from huggingface_hub import constants, try_to_load_from_cache
+    where = f"no such model folder: {value} (relative to {os.getcwd()})"
+    if not _looks_like_hub_id(value):
+        raise FileNotFoundError(f"`{key}`: {where}")
+    from huggingface_hub import constants, try_to_load_from_cache
 
-        env = os.environ.get("HF_HUB_OFFLINE", "").upper()
-        offline = constants.is_offline_mode() or env in {"1", "ON", "YES", "TRUE"}
-        if not offline or isinstance(try_to_load_from_cache(value, "config.json"), str):
-            return
+    if isinstance(try_to_load_from_cache(value, "config.json"), str):
+        return
+    env = os.environ.get("HF_HUB_OFFLINE", "").upper()
+    if constants.is_offline_mode() or env in {"1", "ON", "YES", "TRUE"}:
+        raise FileNotFoundError(f"`{key}`: {where}, nor a cached Hub model (HF_HUB_OFFLINE is set)")
+    first = value.split("/", 1)[0]
+    if os.path.isdir(first):
+        raise FileNotFoundError(f"`{key}`: {where} (the folder {first}/ exists, so this is a path, not a Hub id)")
+    _ask_hub(value, key, where)
+
+
+def _ask_hub(repo_id: str, key: str, where: str) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    timeout = float(os.environ.get("EVL_KD_HUB_CHECK_TIMEOUT", "5"))
+    try:
+        HfApi().model_info(repo_id, timeout=timeout)
+    except GatedRepoError:
+        return  # it exists; from_pretrained reports a missing token or licence itself
+    except RepositoryNotFoundError as err:
+        raise FileNotFoundError(f"`{key}`: {where}, nor a Hub model of that name") from err
+    except HfHubHTTPError:
+        return  # the Hub answered (a private repo, a server error): from_pretrained says what it needs
+    except Exception as err:  # no answer: DNS, refused connection, timeout (httpx's errors are not OSErrors)
         raise FileNotFoundError(
-            f"`{key}`: no such model folder: {value} (nor a cached Hub model: HF_HUB_OFFLINE is set)"
-        )
-    raise FileNotFoundError(f"`{key}`: no such model folder: {value}")
+            f"`{key}`: {where}, not a cached Hub model, and the Hub could not be reached in {timeout:g} s "
+            f"({type(err).__name__}): fix the path, or download the model first"
+        ) from err
 
 
-def check_data_paths(data_args: DataArguments) -> None:
+def precheck_paths(namespace: Any, model_keys: tuple[str, ...], data: bool = True) -> None:
+    """Path checks on the raw parsed values, before any config is built (see ``parse_recipe_args``)."""
+    for key in model_keys:
+        check_model_path(getattr(namespace, key, None), key)
+    if data:
+        check_data_paths(namespace)
+
+
+def check_data_paths(data_args: DataArguments | Any) -> None:
     if data_args.dataset_path is None:
         raise ValueError("`dataset_path` is required (in the recipe or on the command line).")
     for key in ("dataset_path", "eval_dataset_path", "image_root"):

@@ -152,15 +152,27 @@ def check_paths(args: EvalArguments) -> None:
         raise FileNotFoundError(f"`image_root`: no such folder: {args.image_root}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+PROG = "evl-kd evaluate"
+
+
+def run(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """The script body; input errors raise (``main`` prints them as one line)."""
+    from evl_kd_trainer.scripts.cli_errors import user_input
     from evl_kd_trainer.scripts.recipe import parse_recipe_args
 
-    (args,) = parse_recipe_args((EvalArguments,), argv, description=__doc__)
-    check_paths(args)
+    with user_input():
+        (args,) = parse_recipe_args((EvalArguments,), argv, description=__doc__, prog=prog)
+        check_paths(args)
     from evl_kd_trainer.eval.runner import run_evaluation
 
     run_evaluation(args)
     return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    from evl_kd_trainer.scripts.cli_errors import run_cli
+
+    return run_cli(lambda args: run(args, prog), argv, prog)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,14 @@ import torch
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from evl_kd_trainer.scripts.args import DataArguments
+from evl_kd_trainer.scripts.cli_errors import run_cli, user_input
 from evl_kd_trainer.scripts.common import (
     apply_pixel_budget,
     check_data_paths,
     check_model_path,
     load_datasets,
     model_init_kwargs,
+    precheck_paths,
 )
 from evl_kd_trainer.scripts.recipe import parse_recipe_args
 from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS, create_optimizer_with_own_lr
@@ -61,29 +63,38 @@ class VLMSFTTrainer(SFTTrainer):
         return create_optimizer_with_own_lr(self, model, (projector, projector_lr))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    model_args, data_args, training_args = parse_recipe_args(
-        (ModelConfig, DataArguments, VLMSFTConfig), argv, description=__doc__
-    )
-    check_model_path(model_args.model_name_or_path, "model_name_or_path")
-    check_data_paths(data_args)
+PROG = "evl-kd sft"
 
-    from evl_kd_trainer.data.collator import DualViewCollator
-    from evl_kd_trainer.models.loading import load_model, load_processor
 
-    train_dataset, eval_dataset = load_datasets(data_args)
-    model = load_model(model_args.model_name_or_path, **model_init_kwargs(model_args))
-    processor = apply_pixel_budget(load_processor(model_args.model_name_or_path), data_args)
-    training_args.remove_unused_columns = False  # the collator reads the raw messages/images
-    trainer = VLMSFTTrainer(
-        model=model,
-        args=training_args,
-        data_collator=DualViewCollator(processor, max_length=training_args.max_length),
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=processor,
-        peft_config=get_peft_config(model_args),
-    )
+def run(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    """The script body; input errors raise (``main`` prints them as one line)."""
+    with user_input():
+        model_args, data_args, training_args = parse_recipe_args(
+            (ModelConfig, DataArguments, VLMSFTConfig),
+            argv,
+            description=__doc__,
+            prog=prog,
+            precheck=lambda namespace: precheck_paths(namespace, ("model_name_or_path",)),
+        )
+        check_model_path(model_args.model_name_or_path, "model_name_or_path")
+        check_data_paths(data_args)
+
+        from evl_kd_trainer.data.collator import DualViewCollator
+        from evl_kd_trainer.models.loading import load_model, load_processor
+
+        train_dataset, eval_dataset = load_datasets(data_args)
+        model = load_model(model_args.model_name_or_path, **model_init_kwargs(model_args))
+        processor = apply_pixel_budget(load_processor(model_args.model_name_or_path), data_args)
+        training_args.remove_unused_columns = False  # the collator reads the raw messages/images
+        trainer = VLMSFTTrainer(
+            model=model,
+            args=training_args,
+            data_collator=DualViewCollator(processor, max_length=training_args.max_length),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processor,
+            peft_config=get_peft_config(model_args),
+        )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     # As the alignment-handbook scripts do: train metrics and the log history (every logged term) beside the model.
@@ -93,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=data_args.dataset_path)
     return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    return run_cli(lambda args: run(args, prog), argv, prog)
 
 
 if __name__ == "__main__":
