@@ -25,7 +25,9 @@ from evl_kd_trainer.models.base import get_adapter  # noqa: E402
 from evl_kd_trainer.models.capture import capture_features, teacher_features  # noqa: E402
 from evl_kd_trainer.models.loading import load_model, load_processor  # noqa: E402
 
-TERMS = ("loss", "ce_loss", "mhca_loss", "rel_loss", "ot_loss")
+TERMS = ("ce_loss", "loss", "mhca_loss", "rel_loss", "ot_loss")
+KD_TERMS = ("mhca_loss", "rel_loss", "ot_loss")
+PANEL_TITLES = {"ce_loss": "cross-entropy (every run)", "loss": "weighted total objective (distilled runs)"}
 
 
 def training_logs(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -36,17 +38,34 @@ def training_logs(run_dir: str | Path) -> list[dict[str, Any]]:
     return [entry for entry in json.loads(state.read_text())["log_history"] if "loss" in entry and "step" in entry]
 
 
+def loss_panels(logs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """term -> run -> (step, value) points of the loss figure; the weighted total only for distilled runs."""
+    distilled = {name for name, entries in logs.items() if any(t in e for e in entries for t in KD_TERMS)}
+    panels: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for term in TERMS:
+        lines = {
+            name: [(e["step"], e[term]) for e in entries if term in e]
+            for name, entries in logs.items()
+            if term != "loss" or name in distilled
+        }
+        lines = {name: points for name, points in lines.items() if points}
+        if lines:
+            panels[term] = lines
+    return panels
+
+
 def plot_loss_curves(runs: dict[str, str | Path], out: str | Path) -> Path:
-    """One panel per logged term; one line per run that logged it."""
-    logs = {name: training_logs(path) for name, path in runs.items()}
-    terms = [t for t in TERMS if any(t in e for entries in logs.values() for e in entries)]
-    fig, axes = plt.subplots(1, len(terms), figsize=(3.2 * len(terms), 3), squeeze=False)
-    for ax, term in zip(axes[0], terms):
-        for name, entries in logs.items():
-            points = [(e["step"], e[term]) for e in entries if term in e]
-            if points:
-                ax.plot(*zip(*points), label=name, marker=".")
-        ax.set_title(term)
+    """One panel per logged term; one line per run that logged it.
+
+    Like is plotted beside like: cross-entropy for every run; the weighted total only for runs with distillation
+    terms (an SFT run's ``loss`` is its cross-entropy, a different quantity from EVL's weighted sum).
+    """
+    panels = loss_panels({name: training_logs(path) for name, path in runs.items()})
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
+    for ax, (term, lines) in zip(axes[0], panels.items()):
+        for name, points in lines.items():
+            ax.plot(*zip(*points), label=name, marker=".")
+        ax.set_title(PANEL_TITLES.get(term, term), fontsize=9)
         ax.set_xlabel("step")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
@@ -96,16 +115,34 @@ def plot_transport_plan(run_dir: str | Path, features: dict, out: str | Path, ep
     with torch.no_grad():
         teacher_tokens = projector(features["teacher_visual"][0].float())
     plan = sinkhorn_plan(teacher_tokens, features["student_visual"][0].float(), epsilon=epsilon)
-    fig, ax = plt.subplots(figsize=(4.5, 5))
+    fig, ax = plt.subplots(figsize=(4.8, 5))
     image = ax.imshow(plan.numpy() * plan.shape[0], aspect="auto", cmap="magma")
     ax.set_xlabel(f"student visual token (Qwen3-VL, {plan.shape[1]})")
     ax.set_ylabel(f"teacher visual token (LLaVA-NeXT flat, {plan.shape[0]})")
     ax.set_title("Sinkhorn transport plan (row-normalised)")
-    fig.colorbar(image, ax=ax, fraction=0.05)
+    per_crop = teacher_tokens_per_crop(features["teacher"])
+    if per_crop and plan.shape[0] % per_crop == 0 and plan.shape[0] > per_crop:
+        # Flat packing: the base view, then one block per anyres crop.
+        for boundary in range(per_crop, plan.shape[0], per_crop):
+            ax.axhline(boundary - 0.5, color="cyan", linewidth=0.8)
+        for index in range(plan.shape[0] // per_crop):
+            label = "base" if index == 0 else f"crop {index}"
+            ax.text(plan.shape[1] - 0.6, index * per_crop + 0.5, label, color="cyan", fontsize=7, ha="right", va="top")
+    bar = fig.colorbar(image, ax=ax, fraction=0.05)
+    bar.set_label("plan mass x teacher tokens (each row sums to 1)")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return Path(out)
+
+
+def teacher_tokens_per_crop(teacher: Any) -> int | None:
+    """Visual tokens one crop gives a CLIP-towered LLaVA teacher ((image_size / patch_size)^2), else ``None``."""
+    vision = getattr(getattr(teacher, "config", None), "vision_config", None)
+    size, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
+    if not isinstance(size, int) or not isinstance(patch, int) or patch <= 0:
+        return None
+    return (size // patch) ** 2
 
 
 def singular_values(features: torch.Tensor) -> torch.Tensor:

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"synthetic ECG dataset in {args.out_dir}: train {counts['train']['images']} pictures / "
         f"{counts['train']['records']} records, test {counts['test']['images']} records, "
-        f"classes {[c['code'] for c in manifest['classes']]}, {manifest['seconds']} s"
+        f"classes {[c['code'] for c in manifest['classes']]}, written in {manifest['seconds']} s"
     )
     for name, path in paths.items():
         print(f"  {name}: {path}")

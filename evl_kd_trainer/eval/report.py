@@ -156,7 +156,8 @@ def plot_per_class(results: dict[str, Any], path: str | os.PathLike[str]) -> Non
         axis.set_title(f"{spec.title}: per-class {'F1' if metric == 'f1' else 'accuracy'}")
         axis.grid(axis="y", alpha=0.3)
     if splits and models:
-        axes[0, 0].legend(loc="upper right", fontsize="small")
+        # Beside the axes, not over them: inside, the legend covered the bars of the last classes.
+        axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0.0)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -129,7 +129,7 @@ def _entropic_plan(
     if not err <= tol:
         warnings.warn(
             f"Sinkhorn did not reach marginal error {tol:g} in {max_iter} iterations (error {err:.3g}); "
-            "raise max_iter or epsilon.",
+            "raise max_iter or epsilon (trainer config: `sinkhorn_max_iter`, `sinkhorn_epsilon`).",
             RuntimeWarning,
             stacklevel=3,
         )

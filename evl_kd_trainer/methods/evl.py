@@ -83,6 +83,7 @@ class EVLMethod(DistillationMethod):
                 teacher_mask=features.teacher_visual_mask,
                 student_mask=features.student_visual_mask,
                 epsilon=float(self.args.sinkhorn_epsilon),
+                max_iter=int(getattr(self.args, "sinkhorn_max_iter", 1000)),
             ).float()
             kd = kd + self.lambda_ot * terms["ot_loss"]
         terms["kd_loss"] = kd

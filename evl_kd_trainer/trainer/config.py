@@ -51,6 +51,9 @@ class EVLDistillConfig(SFTConfig):
             Number of heads `h` of the cross-attention aligner; must divide the student's hidden size.
         sinkhorn_epsilon (`float`, *optional*, defaults to `0.1`):
             Entropic regularisation `eps` of the Sinkhorn plan (paper 2.1; fixed to 0.1 in Appendix C.1).
+        sinkhorn_max_iter (`int`, *optional*, defaults to `1000`):
+            Cap on the log-domain Sinkhorn iterations that polish GeomLoss's annealed plan to marginal error 1e-4
+            (a warning names this field when the cap is hit; the plan is used as it is).
         mhca_reduction (`str`, *optional*, defaults to `"mean"`):
             `"mean"`: MSE over positions and features; `"sum"`: squared norm summed over features, averaged over
             positions (section 2.2 as printed). `"mean"` is the scale at which the paper's lambda ranges make sense.
@@ -143,6 +146,9 @@ class EVLDistillConfig(SFTConfig):
     sinkhorn_epsilon: float = field(
         default=0.1, metadata={"help": "Entropic regularisation eps of the Sinkhorn plan (paper 2.1)."}
     )
+    sinkhorn_max_iter: int = field(
+        default=1000, metadata={"help": "Cap on the Sinkhorn polishing iterations (warned about when hit)."}
+    )
     mhca_reduction: str = field(
         default="mean",
         metadata={"help": "L_mhca reduction: 'mean' (MSE) or 'sum' (sum over features, section 2.2 as printed)."},
@@ -233,7 +239,7 @@ class EVLDistillConfig(SFTConfig):
             raise ValueError(f"`teacher_max_length` must be >= 1, got {self.teacher_max_length}.")
         if self.dskd_projector_lr <= 0:
             raise ValueError(f"`dskd_projector_lr` must be > 0, got {self.dskd_projector_lr}.")
-        for name in ("mhca_num_heads", "mlot_topk", "mlot_sinkhorn_iters", "emkd_topk"):
+        for name in ("mhca_num_heads", "mlot_topk", "mlot_sinkhorn_iters", "emkd_topk", "sinkhorn_max_iter"):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {value}.")
