@@ -190,7 +190,10 @@ def test_script_checks_arguments_before_loading_a_model(workspace, tmp_path, cap
     # through the `evl-kd` dispatcher: one line naming the command and the problem, status 2, no traceback
     assert evl_kd_main(["evaluate", "--model_name_or_path", model, "--splits", "ptbxl", "--data_files", data]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("evl-kd evaluate: error: command line: Unknown ECG-Bench split 'ptbxl'") and "Traceback" not in err
+    assert (
+        err.startswith("evl-kd evaluate: error: command line: Unknown ECG-Bench split 'ptbxl'")
+        and "Traceback" not in err
+    )
     with pytest.raises(ValueError, match=r"`data_files` needs one file per split: 2 split\(s\), 1 file\(s\)"):
         evaluate_main(["--model_name_or_path", model, "--splits", "csn", "g12ec", "--data_files", data])
     with pytest.raises(FileNotFoundError, match=r"`data_files`: no such file for split 'csn'"):
