@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
+FSDP2_WORKER = Path(__file__).with_name("fsdp2_worker.py")
 ROOT = WORKER.parent.parent
 TERMS = ("loss", "ce_loss", "mhca_loss", "rel_loss", "ot_loss")
 # The one-process reference gets the generous fixed limit; the others a multiple of the time it took.
@@ -49,37 +50,36 @@ def time_limit() -> float:
     return SINGLE_TIMEOUT_S if single is None else max(TIMEOUT_MIN_S, TIMEOUT_FACTOR * single)
 
 
-def run(out: Path, mode: str, nproc: int, batch: int) -> list[dict]:
-    out.mkdir(parents=True)
+def torchrun(nproc: int, script: Path, *args: str) -> list[str]:
+    port = str(free_port())
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port,
+            str(script), *args]  # fmt: skip
+
+
+def launch(cmd: list[str], what: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if nproc == 1:
-        cmd = [sys.executable, str(WORKER), str(out), mode, str(batch)]
-    else:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(nproc),
-            "--master_port",
-            str(free_port()),
-            str(WORKER),
-            str(out),
-            mode,
-            str(batch),
-        ]
     limit = time_limit()
     start = time.monotonic()
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired as err:
         pytest.fail(
-            f"{mode} with {nproc} process(es) did not finish in {limit:.0f} s (the one-process run took "
+            f"{what} did not finish in {limit:.0f} s (the one-process run took "
             f"{_measured.get('single', float('nan')):.1f} s); output:\n{(err.stdout or b'')[-3000:]!r}"
         )
-    if nproc == 1 and mode == "ddp":
+    if what == "ddp with 1 process(es)":
         _measured.setdefault("single", time.monotonic() - start)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+def run(out: Path, mode: str, nproc: int, batch: int) -> list[dict]:
+    out.mkdir(parents=True)
+    if nproc == 1:
+        cmd = [sys.executable, str(WORKER), str(out), mode, str(batch)]
+    else:
+        cmd = torchrun(nproc, WORKER, str(out), mode, str(batch))
+    launch(cmd, f"{mode} with {nproc} process(es)")
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
     assert [r["world"] for r in results] == [nproc] * nproc
     # the run really used the backend asked for (accelerate falls back to DDP silently, e.g. for FSDP on CPU)
@@ -138,3 +138,19 @@ def test_ddp_with_label_smoothing_trains_the_aligners_on_every_rank(tmp_path, dd
     assert ranks[0]["aligner"] == ranks[1]["aligner"]
     assert ranks[0]["aligner"] != ddp_two[0]["aligner"]  # a different objective, trained
     assert len(ranks[0]["logs"]) == 3 and all(math.isfinite(e["ot_loss"]) for e in ranks[0]["logs"])
+
+
+def test_fsdp2_sharded_student_gives_the_same_loss_and_gradients(tmp_path, single):
+    """FSDP2 (`fully_shard` on gloo) around the student with its aligners inside: the trainer's own compute_loss
+    gives each rank's unsharded loss, and the sharded aligner gradients are the rank average of the unsharded ones.
+    (accelerate runs FSDP only on accelerator devices, so the sharding is applied by hand; see README's limits.)"""
+    out = tmp_path / "fsdp2"
+    out.mkdir()
+    launch(torchrun(2, FSDP2_WORKER, str(out)), "fsdp2 with 2 process(es)")
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["loss_unsharded"] != ranks[1]["loss_unsharded"]  # different samples per rank
+    for result in ranks:
+        assert result["aligners_sharded"]
+        assert result["loss_sharded"] == pytest.approx(result["loss_unsharded"], rel=1e-6)
+        assert result["grad_gap"] <= 1e-5 * max(1.0, result["grad_scale"]), result
