@@ -93,6 +93,13 @@ class EVLDistillConfig(SFTConfig):
             `{% generation %}` markers (the released Qwen-VL templates) is replaced by the registered template
             of its family, which renders the same conversation and marks the answers for the labels.
 
+        > Parameters that control resuming
+
+        allow_partial_resume (`bool`, *optional*, defaults to `False`):
+            Resume from a checkpoint that lacks its optimizer, scheduler or aligner file, continuing with fresh
+            state for what is missing (with a warning). By default such a checkpoint is an error naming the file.
+            `resume_from_checkpoint=True` takes the newest complete `checkpoint-N` of `output_dir` either way.
+
         > Parameters of the baseline methods (used only by the method that reads them)
 
         uld_lambda (`float`, *optional*, defaults to `1.5`):
@@ -193,6 +200,10 @@ class EVLDistillConfig(SFTConfig):
     student_chat_template: str | None = field(
         default=None,
         metadata={"help": "Student conversation template name ('qwen_vl', 'qwen2_vl', 'llava_v1') or Jinja text."},
+    )
+    allow_partial_resume: bool = field(
+        default=False,
+        metadata={"help": "Resume from a checkpoint missing its optimizer/scheduler/aligner file, with fresh state."},
     )
     uld_lambda: float = field(default=1.5, metadata={"help": "ULD: weight of L_uld in CE + lambda * L_uld."})
     mlot_lambda: float = field(default=1.5, metadata={"help": "MultiLevelOT: weight of token + seq_weight * sequence."})

@@ -33,6 +33,7 @@ from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 
 from evl_kd_trainer.methods import DistillationMethod, DistillFeatures, get_method, load_builtin_methods
+from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
 from evl_kd_trainer.trainer.config import EVLDistillConfig
 from evl_kd_trainer.trainer.nonfinite import NonfiniteGuardMixin, refuse_nonfinite_weights
 
@@ -96,7 +97,7 @@ def _check_processor_matches(model: nn.Module, processor: Any, role: str) -> Non
             )
 
 
-class EVLDistillTrainer(NonfiniteGuardMixin, SFTTrainer):
+class EVLDistillTrainer(NonfiniteGuardMixin, AtomicCheckpointMixin, SFTTrainer):
     """Distil a frozen teacher VLM into a student VLM with the EVL-ECG objective (or a baseline method).
 
     Args:
@@ -480,6 +481,12 @@ class EVLDistillTrainer(NonfiniteGuardMixin, SFTTrainer):
             tensors = {k: v.detach().contiguous().cpu() for k, v in aligner_state.items()}
             save_file(tensors, os.path.join(output_dir, ALIGNER_WEIGHTS_NAME), metadata={"format": "pt"})
 
+    def _resume_extra_files(self) -> list[str]:
+        # What `AtomicCheckpointMixin` requires of a checkpoint beyond Trainer's files (the DeepSpeed checkpoint
+        # holds the whole module, aligners included).
+        trained = self._kd_active() and len(list(self.kd_method.parameters())) > 0
+        return [ALIGNER_WEIGHTS_NAME] if trained and not self.is_deepspeed_enabled else []
+
     def _issue_warnings_after_load(self, load_result: Any) -> None:
         # The aligners are restored from their own file just after: their absence from the student's weights
         # is expected and must not be reported as missing keys.
@@ -495,7 +502,7 @@ class EVLDistillTrainer(NonfiniteGuardMixin, SFTTrainer):
         if self.is_deepspeed_enabled:
             return  # the DeepSpeed checkpoint holds the whole module, aligners included
         if not os.path.isfile(path):
-            if self._kd_active() and len(list(self.kd_method.parameters())):
+            if self._resume_extra_files() and not self.args.allow_partial_resume:
                 raise FileNotFoundError(
                     f"Checkpoint {resume_from_checkpoint} has no {ALIGNER_WEIGHTS_NAME}: the aligner weights "
                     "cannot be restored."
