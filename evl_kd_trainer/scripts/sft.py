@@ -27,11 +27,13 @@ from evl_kd_trainer.scripts.common import (
 from evl_kd_trainer.scripts.recipe import parse_recipe_args
 from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
 from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS, create_optimizer_with_own_lr
+from evl_kd_trainer.trainer.secrets import SecretFreeArgs
 
 
-@dataclass
-class VLMSFTConfig(SFTConfig):
-    """`SFTConfig` plus a learning rate for the model's own vision-language projector.
+@dataclass(repr=False)  # `SecretFreeArgs.__repr__` masks the Hub token
+class VLMSFTConfig(SecretFreeArgs, SFTConfig):
+    """`SFTConfig` plus a learning rate for the model's own vision-language projector. Pickled
+    (`training_args.bin`) without the Hub token, like `EVLDistillConfig`.
 
     Parameters:
         projector_learning_rate (`float`, *optional*):

@@ -8,13 +8,15 @@ from typing import Any
 
 from trl import SFTConfig
 
+from evl_kd_trainer.trainer.secrets import SecretFreeArgs
+
 KD_TOKEN_SCOPES = ("all", "response")
 MHCA_REDUCTIONS = ("mean", "sum")
 NONFINITE_ACTIONS = ("error", "skip")
 
 
-@dataclass
-class EVLDistillConfig(SFTConfig):
+@dataclass(repr=False)  # `SecretFreeArgs.__repr__` masks the Hub token; a generated one would print it
+class EVLDistillConfig(SecretFreeArgs, SFTConfig):
     r"""
     Configuration of [`EVLDistillTrainer`]: everything of [`~trl.SFTConfig`] plus the distillation settings.
 
@@ -24,6 +26,9 @@ class EVLDistillConfig(SFTConfig):
 
     and the defaults are the paper's best values (Table 4: alpha 0.3, lambda_m 1.0, lambda_r 0.03,
     lambda_ot 0.1, h 8) with the Sinkhorn regularisation fixed at 0.1 (Appendix C.1).
+
+    A pickled config (`training_args.bin` in `output_dir`, checkpoints and Hub pushes) holds no Hub token:
+    `hub_token` and any `token` inside `*_init_kwargs` are stored as `None` (and masked in `str` / `to_dict`).
 
     Parameters:
         > Parameters that control the teacher
