@@ -27,21 +27,31 @@ from evl_kd_trainer.scripts.common import (
     precheck_paths,
 )
 from evl_kd_trainer.scripts.recipe import parse_recipe_args
+from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
 from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS, create_optimizer_with_own_lr
+from evl_kd_trainer.trainer.secrets import SecretFreeArgs
 
 
-@dataclass
-class VLMSFTConfig(SFTConfig):
-    """`SFTConfig` plus a learning rate for the model's own vision-language projector.
+@dataclass(repr=False)  # `SecretFreeArgs.__repr__` masks the Hub token
+class VLMSFTConfig(SecretFreeArgs, SFTConfig):
+    """`SFTConfig` plus a learning rate for the model's own vision-language projector. Pickled
+    (`training_args.bin`) without the Hub token, like `EVLDistillConfig`.
 
     Parameters:
         projector_learning_rate (`float`, *optional*):
             Learning rate of the projector parameters (names containing `visual.merger` or
             `multi_modal_projector`); `None` trains them at `learning_rate`.
+        allow_partial_resume (`bool`, *optional*, defaults to `False`):
+            Resume from a checkpoint that lacks its optimizer or scheduler file, continuing with fresh state for
+            it (with a warning). By default such a checkpoint is an error naming the file.
     """
 
     projector_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the vision-language projector (None: learning_rate)."}
+    )
+    allow_partial_resume: bool = field(
+        default=False,
+        metadata={"help": "Resume from a checkpoint missing its optimizer/scheduler file, with fresh state."},
     )
 
     def __post_init__(self) -> None:
@@ -50,8 +60,9 @@ class VLMSFTConfig(SFTConfig):
             raise ValueError(f"`projector_learning_rate` must be > 0, got {self.projector_learning_rate}.")
 
 
-class VLMSFTTrainer(SFTTrainer):
-    """`SFTTrainer` whose optimizer gives the projector its own learning rate."""
+class VLMSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
+    """`SFTTrainer` whose optimizer gives the projector its own learning rate; checkpoints are renamed into place
+    and `resume_from_checkpoint=True` (or `"True"`) takes the newest complete one (`AtomicCheckpointMixin`)."""
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
 

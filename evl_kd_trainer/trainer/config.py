@@ -8,13 +8,15 @@ from typing import Any
 
 from trl import SFTConfig
 
+from evl_kd_trainer.trainer.secrets import SecretFreeArgs
+
 KD_TOKEN_SCOPES = ("all", "response")
 MHCA_REDUCTIONS = ("mean", "sum")
 NONFINITE_ACTIONS = ("error", "skip")
 
 
-@dataclass
-class EVLDistillConfig(SFTConfig):
+@dataclass(repr=False)  # `SecretFreeArgs.__repr__` masks the Hub token; a generated one would print it
+class EVLDistillConfig(SecretFreeArgs, SFTConfig):
     r"""
     Configuration of [`EVLDistillTrainer`]: everything of [`~trl.SFTConfig`] plus the distillation settings.
 
@@ -24,6 +26,9 @@ class EVLDistillConfig(SFTConfig):
 
     and the defaults are the paper's best values (Table 4: alpha 0.3, lambda_m 1.0, lambda_r 0.03,
     lambda_ot 0.1, h 8) with the Sinkhorn regularisation fixed at 0.1 (Appendix C.1).
+
+    A pickled config (`training_args.bin` in `output_dir`, checkpoints and Hub pushes) holds no Hub token:
+    `hub_token` and any `token` inside `*_init_kwargs` are stored as `None` (and masked in `str` / `to_dict`).
 
     Parameters:
         > Parameters that control the teacher
@@ -73,11 +78,18 @@ class EVLDistillConfig(SFTConfig):
             trains it at `learning_rate`. The paper's Table 3 gives one "projector LR" (5e-4) for the KD phase;
             its recipe applies it to the aligners and to this projector alike.
         nonfinite_kd_action (`str`, *optional*, defaults to `"error"`):
-            What to do when a distillation term (or the cross-entropy) is NaN or infinite: `"error"` raises naming
-            the step and the term; `"skip"` drops the step's whole optimizer update and counts it
-            (`skipped_nonfinite_steps` in the logs). `"skip"` is refused under DeepSpeed and fp16 (their own
-            optimizer step / loss scaler cannot be told to skip); in evaluation nothing is skipped and `eval_loss`
-            comes out NaN.
+            What to do when a distillation term, the cross-entropy or the gradient norm of an update is NaN or
+            infinite (checked on all ranks together, before the optimizer steps): `"error"` raises naming the step
+            and what was non-finite, before any weight changes; `"skip"` drops the step's whole optimizer update,
+            counts it (`skipped_nonfinite_steps` in the logs), logs the step's real loss and leaves it out of
+            `train_loss`. `"skip"` is refused under DeepSpeed and fp16 (their own optimizer step / loss scaler
+            cannot be told to skip). Under fp16 the loss scaler handles non-finite gradients itself (only the loss
+            terms are checked); under DeepSpeed the gradient norm is read after the engine's own step (which its
+            overflow check drops under fp32/fp16), so `"error"` stops at that step, before anything is saved. In
+            evaluation nothing is skipped and `eval_loss` comes out NaN. Saving refuses weights holding NaN or inf.
+        max_consecutive_skipped_steps (`int`, *optional*, defaults to `10`):
+            Under `nonfinite_kd_action="skip"`, the run stops with an error once more than this many updates in a
+            row were skipped (a diverged run would otherwise "train" on without learning anything).
         teacher_max_length (`int`, *optional*):
             Longest teacher view in tokens (image tokens included); longer samples are cut after their image or
             dropped (counted). `None` never truncates the teacher view. PULSE's Vicuna context is 4096.
@@ -88,6 +100,13 @@ class EVLDistillConfig(SFTConfig):
             Same for the student. By default the student processor's template is used; one without
             `{% generation %}` markers (the released Qwen-VL templates) is replaced by the registered template
             of its family, which renders the same conversation and marks the answers for the labels.
+
+        > Parameters that control resuming
+
+        allow_partial_resume (`bool`, *optional*, defaults to `False`):
+            Resume from a checkpoint that lacks its optimizer, scheduler or aligner file, continuing with fresh
+            state for what is missing (with a warning). By default such a checkpoint is an error naming the file.
+            `resume_from_checkpoint=True` takes the newest complete `checkpoint-N` of `output_dir` either way.
 
         > Parameters of the baseline methods (used only by the method that reads them)
 
@@ -171,7 +190,16 @@ class EVLDistillConfig(SFTConfig):
     )
     nonfinite_kd_action: str = field(
         default="error",
-        metadata={"help": "On a NaN/inf distillation term: 'error' (raise, naming step and term) or 'skip' the step."},
+        metadata={
+            "help": "On a NaN/inf loss term or gradient norm: 'error' (raise, naming step and term) or 'skip' the "
+            "update (counted)."
+        },
+    )
+    max_consecutive_skipped_steps: int = field(
+        default=10,
+        metadata={
+            "help": "Under nonfinite_kd_action='skip': stop once more than this many updates in a row were skipped."
+        },
     )
     teacher_max_length: int | None = field(
         default=None, metadata={"help": "Longest teacher view in tokens (None: no truncation)."}
@@ -183,6 +211,10 @@ class EVLDistillConfig(SFTConfig):
     student_chat_template: str | None = field(
         default=None,
         metadata={"help": "Student conversation template name ('qwen_vl', 'qwen2_vl', 'llava_v1') or Jinja text."},
+    )
+    allow_partial_resume: bool = field(
+        default=False,
+        metadata={"help": "Resume from a checkpoint missing its optimizer/scheduler/aligner file, with fresh state."},
     )
     uld_lambda: float = field(default=1.5, metadata={"help": "ULD: weight of L_uld in CE + lambda * L_uld."})
     mlot_lambda: float = field(default=1.5, metadata={"help": "MultiLevelOT: weight of token + seq_weight * sequence."})
@@ -243,6 +275,11 @@ class EVLDistillConfig(SFTConfig):
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {value}.")
+        if self.max_consecutive_skipped_steps < 1:
+            raise ValueError(
+                f"`max_consecutive_skipped_steps` must be >= 1, got {self.max_consecutive_skipped_steps} (to stop at the "
+                "first non-finite update, use `nonfinite_kd_action='error'`)."
+            )
         choices = {
             "mhca_reduction": MHCA_REDUCTIONS,
             "kd_token_scope": KD_TOKEN_SCOPES,

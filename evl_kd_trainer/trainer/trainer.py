@@ -28,12 +28,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedModel, ProcessorMixin, TrainerCallback, TrainingArguments
+from transformers import PreTrainedModel, ProcessorMixin, TrainingArguments
 from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 
 from evl_kd_trainer.methods import DistillationMethod, DistillFeatures, get_method, load_builtin_methods
+from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
 from evl_kd_trainer.trainer.config import EVLDistillConfig
+from evl_kd_trainer.trainer.nonfinite import NonfiniteGuardMixin, refuse_nonfinite_weights
 
 logger = logging.get_logger(__name__)
 
@@ -95,27 +97,7 @@ def _check_processor_matches(model: nn.Module, processor: Any, role: str) -> Non
             )
 
 
-class _SkipNonfiniteUpdate(TrainerCallback):
-    """Drops the optimizer update of a step whose loss had a non-finite term (``nonfinite_kd_action="skip"``).
-
-    Every gradient is set to ``None`` just before ``optimizer.step()``: PyTorch optimizers then leave each
-    parameter and its state (moments, step count, decoupled weight decay) untouched. The learning-rate schedule
-    still advances (the step counts towards ``max_steps``). Refused under DeepSpeed, whose engine steps its own
-    optimizer, and with fp16 loss scaling, whose scaler needs the gradients.
-    """
-
-    def __init__(self, trainer: EVLDistillTrainer) -> None:
-        self.trainer = trainer
-
-    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        trainer = self.trainer
-        if trainer._skip_update:
-            trainer._skip_update = False
-            if trainer.optimizer is not None:
-                trainer.optimizer.zero_grad(set_to_none=True)
-
-
-class EVLDistillTrainer(SFTTrainer):
+class EVLDistillTrainer(NonfiniteGuardMixin, AtomicCheckpointMixin, SFTTrainer):
     """Distil a frozen teacher VLM into a student VLM with the EVL-ECG objective (or a baseline method).
 
     Args:
@@ -237,10 +219,8 @@ class EVLDistillTrainer(SFTTrainer):
             hf_student.add_module(KD_MODULE_NAME, method)
         self._kd_hf_student = hf_student
         self._pending_terms: dict[str, torch.Tensor] | None = None
-        self.skipped_nonfinite_steps = 0
-        self._skip_update = False  # set by a non-finite micro-batch, cleared by `_SkipNonfiniteUpdate`
-        if args.nonfinite_kd_action == "skip":  # EVLDistillConfig refused DeepSpeed and fp16 with it
-            self.add_callback(_SkipNonfiniteUpdate(self))
+        # Non-finite losses and updates: `NonfiniteGuardMixin` (`nonfinite_kd_action`, counted in
+        # `skipped_nonfinite_steps`).
 
         # An inactive method (alpha = 0, ...) never reads the teacher: do not spend memory placing it.
         self.teacher_model = self._prepare_teacher(teacher) if teacher is not None and method.is_active() else None
@@ -332,9 +312,11 @@ class EVLDistillTrainer(SFTTrainer):
         teacher_inputs.pop("labels", None)
         if not self._kd_active():
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = (result[0] if return_outputs else result).detach()
+            self._handle_nonfinite(loss, {})  # raises under "error"; under "skip" the update is dropped
             # Logged as in a distillation run, so an SFT control's curves sit beside the distilled ones.
             steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
-            self._log_terms((result[0] if return_outputs else result).detach() * steps, {})
+            self._log_terms(loss * steps, {})
             return result
 
         if student_response_mask is None:
@@ -363,12 +345,12 @@ class EVLDistillTrainer(SFTTrainer):
         # whole accumulated batch), so per-micro-batch means are averaged over the accumulation steps, like TRL
         # does for the MoE auxiliary loss.
         steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
-        if self._handle_nonfinite(ce_loss, terms):
-            # No gradient from this micro-batch; `_SkipNonfiniteUpdate` then drops the whole optimizer update.
-            total = ce_loss * 0.0
-        else:
-            scaled = {name: value / steps for name, value in terms.items()}
-            total = self.kd_method.total_loss(ce_loss, scaled)
+        scaled = {name: value / steps for name, value in terms.items()}
+        total = self.kd_method.total_loss(ce_loss, scaled)
+        if self._handle_nonfinite(ce_loss, terms):  # raises under "error"
+            # "skip": the whole update is dropped; no gradient from this micro-batch, but its real (non-finite)
+            # loss is what gets logged.
+            total = total.detach() + ce_loss * 0.0
         self._log_terms(ce_loss.detach() * steps, terms)
         return (total, outputs) if return_outputs else total
 
@@ -463,36 +445,6 @@ class EVLDistillTrainer(SFTTrainer):
                 features.teacher_logits = teacher_lm_head(teacher_store.hidden)
         return features
 
-    def _handle_nonfinite(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> bool:
-        """True when this optimizer update must be skipped; raises under ``nonfinite_kd_action="error"``.
-
-        The verdict is shared by all ranks (one all-gathered flag), so that every rank raises, or every rank skips
-        the same update, instead of one rank leaving the others waiting in a collective.
-        """
-        values = {"ce_loss": ce_loss, **terms}
-        bad = [name for name, value in values.items() if not torch.isfinite(value.detach()).all()]
-        flag = torch.tensor([float(bool(bad))], device=ce_loss.device)
-        if self.accelerator.num_processes > 1:
-            flag = self.accelerator.gather(flag)
-        if not bool(flag.any()):
-            return False
-        step = self.state.global_step
-        found = ", ".join(f"{name}={values[name].detach().float().mean().item()}" for name in bad) or "on another rank"
-        if self.args.nonfinite_kd_action == "error":
-            raise FloatingPointError(
-                f"Non-finite loss term at global step {step}: {found}. Set `nonfinite_kd_action='skip'` to skip "
-                "such updates (they are counted)."
-            )
-        if not self.model.training:
-            # Evaluation: nothing to skip; the non-finite total comes out in `eval_loss` as it is.
-            logger.warning(f"Non-finite loss term in evaluation at global step {step}: {found}.")
-            return False
-        if not self._skip_update:
-            self._skip_update = True
-            self.skipped_nonfinite_steps += 1
-            logger.warning(f"Skipping the update of global step {step}: non-finite term(s) {found}.")
-        return True
-
     def _log_terms(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         mode = "train" if self.model.training else "eval"
         values = {"ce_loss": ce_loss, **{k: v.detach() for k, v in terms.items() if k != "kd_loss"}}
@@ -500,8 +452,6 @@ class EVLDistillTrainer(SFTTrainer):
             value = self.accelerator.gather_for_metrics(value.float().reshape(1)).mean().item()
             if math.isfinite(value):
                 self._metrics[mode][name].append(value)
-        if self.skipped_nonfinite_steps:
-            self._metrics[mode]["skipped_nonfinite_steps"] = [float(self.skipped_nonfinite_steps)]
         # Samples the collator cut or dropped so far (in this process; with dataloader workers each worker keeps
         # its own count and this stays 0): nothing a user wrote is skipped without a count in the logs.
         stats = getattr(self.data_collator, "stats", None)
@@ -524,11 +474,18 @@ class EVLDistillTrainer(SFTTrainer):
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if state_dict is None:
             state_dict = self.model.state_dict()
+        refuse_nonfinite_weights(state_dict, output_dir)  # before anything is written
         student_state, aligner_state = self._split_state_dict(state_dict)
         super()._save(output_dir, state_dict=student_state)
         if self.args.should_save and aligner_state:
             tensors = {k: v.detach().contiguous().cpu() for k, v in aligner_state.items()}
             save_file(tensors, os.path.join(output_dir, ALIGNER_WEIGHTS_NAME), metadata={"format": "pt"})
+
+    def _resume_extra_files(self) -> list[str]:
+        # What `AtomicCheckpointMixin` requires of a checkpoint beyond Trainer's files (the DeepSpeed checkpoint
+        # holds the whole module, aligners included).
+        trained = self._kd_active() and len(list(self.kd_method.parameters())) > 0
+        return [ALIGNER_WEIGHTS_NAME] if trained and not self.is_deepspeed_enabled else []
 
     def _issue_warnings_after_load(self, load_result: Any) -> None:
         # The aligners are restored from their own file just after: their absence from the student's weights
@@ -545,7 +502,7 @@ class EVLDistillTrainer(SFTTrainer):
         if self.is_deepspeed_enabled:
             return  # the DeepSpeed checkpoint holds the whole module, aligners included
         if not os.path.isfile(path):
-            if self._kd_active() and len(list(self.kd_method.parameters())):
+            if self._resume_extra_files() and not self.args.allow_partial_resume:
                 raise FileNotFoundError(
                     f"Checkpoint {resume_from_checkpoint} has no {ALIGNER_WEIGHTS_NAME}: the aligner weights "
                     "cannot be restored."
