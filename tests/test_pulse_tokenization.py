@@ -258,3 +258,31 @@ def test_the_text_after_the_image_starts_with_a_word_boundary(pulse_like):
     # whole-prompt tokenization, what the processor itself gives, lacks the word boundary
     whole = processor.tokenizer("USER: <image>\nWhat").input_ids
     assert whole[whole.index(processor.image_token_id) + 1] == newline
+
+
+def test_every_image_of_a_sample_is_followed_by_its_own_piece(pulse_like):
+    """Two images in one turn (the template puts both first): each text piece after an image is tokenized on its
+    own, and each image keeps its own token count."""
+    slow, processor = pulse_like
+    sizes = [(80, 40), (40, 120)]
+    example = {
+        "id": "two",
+        "messages": [
+            {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "2 tracings, sinus rhythm"}]},
+        ],
+        "images": [make_ecg_like_image(seed=index, size=size) for index, size in enumerate(sizes)],
+    }
+    batch = DualViewCollator(build_tiny_qwen3_vl()[1], processor)([example])
+    prompt = f"{LLAVA_V1_SYSTEM} USER: <image>\n<image>\nCompare. ASSISTANT: 2 tracings, sinus rhythm</s>"
+    ids = tokenizer_image_token(prompt, slow)
+    counts = []
+    for width, height in sizes:
+        best_width, best_height = llava_best_resolution((width, height), PINPOINTS_WH)
+        counts.append((1 + (best_width // CROP) * (best_height // CROP)) * SIDE * SIDE)
+    expected_ids, expected_labels = expand_images(
+        ids, preprocess_v1_targets(prompt, ids, slow), counts, processor.image_token_id
+    )
+    assert batch["teacher_input_ids"][0].tolist() == expected_ids
+    assert batch["teacher_labels"][0].tolist() == expected_labels
+    assert counts[0] != counts[1]

@@ -64,7 +64,7 @@ def encode_image_pieces(processor: Any, messages: list[dict[str, Any]], chat_tem
     )
     prompt, spans = prompts[0], generation_spans[0]
     images = _images_of(messages)
-    output = processor(text=[prompt], images=images or None, return_tensors="pt")
+    output = processor(text=[prompt], images=[images] if images else None, return_tensors="pt")
     if "token_type_ids" in output:
         raise ValueError(f"cannot re-tokenize the {type(processor).__name__} output: it has token_type_ids")
     # The processor's whole-prompt sequence tells how many tokens each image became. Two images with no text
