@@ -23,6 +23,9 @@ INSTALL_REQUIRES = [
     "pyyaml>=6",
     "numpy>=1.26",
     "tokenizers>=0.20",
+    # PULSE-7B ships only a SentencePiece tokenizer.model: `evl-kd convert-llava` reads it with these two.
+    "sentencepiece>=0.1.99",
+    "protobuf>=3.20",
     "scikit-learn>=1.3",
     "matplotlib>=3.7",
     "tqdm>=4.60",

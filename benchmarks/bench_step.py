@@ -11,13 +11,15 @@ i.e. its cost over the unavoidable minimum of "train the student and run the tea
 EVL-ECG is <= 1.10 on the ``small`` config. A breakdown table shows where each step's time goes.
 
 Configs (``step_configs.py``): ``tiny`` and ``small`` run on CPU in minutes; ``gpu-full`` builds the paper's
-real-size models (Qwen3-VL-2B student, LLaVA-NeXT Vicuna-7B teacher) with random weights on a GPU. Each case
+real-size models (Qwen3-VL-2B student, PULSE-7B teacher as converted) with random weights on a GPU;
+``real-width-shallow`` keeps their widths, vocabularies and vision towers with 2 decoder layers each, on CPU. Each case
 runs in its own interpreter by default (``--isolate``), so its peak memory is its own. ``--quick`` is a smoke
 run (tiny config, 2 timed steps, in-process).
 
     python benchmarks/bench_step.py --config tiny small --json step_cpu.json
     python benchmarks/bench_step.py --config gpu-full --steps 3 --warmup 1 --json step_gpu.json
     python benchmarks/bench_step.py --config gpu-full --dry-run    # sizes and token counts only, any machine
+    python benchmarks/bench_step.py --config real-width-shallow --json step_real_width.json  # real widths, CPU
     python benchmarks/bench_step.py --quick --json /tmp/quick.json  # smoke run (used by the tests)
 """
 
@@ -307,6 +309,13 @@ def dry_run(name: str, settings: RunSettings) -> dict[str, Any]:
         "teacher_tokens": batch["teacher_attention_mask"].sum(1).tolist(),
         "teacher_visual_tokens": (batch["teacher_input_ids"] == teacher.config.image_token_index).sum(1).tolist(),
         "student_visual_tokens": (batch["input_ids"] == student.config.image_token_id).sum(1).tolist(),
+        "student_dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in student.parameters()}),
+        "teacher_dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in teacher.parameters()}),
+        "student_decoder_layers": student.config.text_config.num_hidden_layers,
+        "teacher_decoder_layers": teacher.config.text_config.num_hidden_layers,
+        "student_vocab_size": student.config.text_config.vocab_size,
+        "teacher_vocab_size": teacher.config.text_config.vocab_size,
+        "teacher_class": type(teacher).__name__,
     }
     print(f"## {name}: {config.description}\n")
     for key, value in info.items():

@@ -5,9 +5,17 @@
   teacher LLaVA-NeXT text 512 wide (the paper's 1 : 2 student/teacher width ratio, 2048 : 4096), 4 layers each,
   and larger crops so the teacher sees several times more visual tokens than the student, as PULSE does.
 - ``gpu-full``: the paper's sizes with random weights, built from configs (no download): student Qwen3-VL-2B
-  (text 2048 x 28 layers, vocab 151936, its 24-layer ViT with deepstack at 5/11/17), teacher LLaVA-NeXT
-  Vicuna-7B (text 4096 x 32 layers, vocab 32064, CLIP ViT-L/14-336 with PULSE's anyres grid), sequences capped
-  at 4096 tokens, teacher in bf16, student trained in bf16 mixed precision with gradient checkpointing.
+  (text 2048 x 28 layers, vocab 151936, its 24-layer ViT with deepstack at 5/11/17), teacher PULSE-7B as
+  ``evl-kd convert-llava`` loads it (flat LLaVA-NeXT: Vicuna-7B text 4096 x 32 layers, vocab 32001 = 32000 +
+  ``<image>``, CLIP ViT-L/14-336, PULSE's five-resolution anyres grid, ``(1 + crops) x 576`` visual tokens),
+  sequences capped at 4096 tokens, teacher in bf16, student trained in bf16 mixed precision with gradient
+  checkpointing.
+- ``real-width-shallow``: the same widths, vocabularies and full-depth vision towers with 2 decoder layers in
+  each language model, for CPU: what the real widths cost (LM heads over 151936 / 32001 entries, 2880 teacher
+  visual tokens) without the depth. Student fp32, teacher bf16 (the recipes' dtypes), no mixed precision.
+
+Every model is built in one dtype, passed to the builders (a constructor alone would honour a sub-config's own
+``dtype``, see :mod:`evl_kd_trainer.testing.construct`).
 
 The tokenizers are the tiny offline ones (a few hundred tokens) in every config: the real ones cannot be
 downloaded. Token ids therefore only use the bottom of the real vocabularies, which changes no shape and no
@@ -54,6 +62,7 @@ class StepConfig:
     teacher_max_length: int | None = None
     student_dtype: str = "float32"  # weights; bf16 mixed precision (autocast) is switched on by `mixed_bf16`
     teacher_dtype: str = "float32"
+    teacher_flat: bool = False  # PULSE's flat packing (a converted PULSE) instead of stock LLaVA-NeXT's unpadding
     mixed_bf16: bool = False
     gradient_checkpointing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -158,10 +167,15 @@ _QWEN3_VL_2B = {
     "tie_word_embeddings": True,
 }
 
-# llava-v1.6-vicuna-7b / PULSE-7B: Vicuna-7B v1.5 + CLIP ViT-L/14-336, 2-layer GELU projector, PULSE's grid.
-_LLAVA_NEXT_VICUNA_7B = {
+# PULSE-7B's config.json lists its anyres grid as original LLaVA's (width, height) pairs; the converter swaps each
+# into transformers' (height, width), keeping their order (the first listed wins ties).
+PULSE_GRID_WH = anyres_grid(336)  # [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+
+# PULSE-7B converted (evl-kd convert-llava): Vicuna-7B v1.5 + CLIP ViT-L/14-336 (layer -2, no CLS), 2-layer GELU
+# projector, PULSE's grid, vocab 32000 + <image> (pad = <unk>); built flat (``teacher_flat``).
+_PULSE_7B = {
     "text_config": {
-        "vocab_size": 32064,
+        "vocab_size": 32001,
         "hidden_size": 4096,
         "intermediate_size": 11008,
         "num_hidden_layers": 32,
@@ -180,18 +194,25 @@ _LLAVA_NEXT_VICUNA_7B = {
         "projection_dim": 768,
         "hidden_act": "quick_gelu",
     },
-    "image_grid_pinpoints": anyres_grid(336),
+    "image_grid_pinpoints": [[height, width] for width, height in PULSE_GRID_WH],
     "image_seq_length": 576,
     "tie_word_embeddings": False,
 }
 
+
+def _shallow(overrides: dict[str, Any], layers: int) -> dict[str, Any]:
+    """``overrides`` with ``layers`` decoder layers in the language model (the vision tower keeps its depth)."""
+    return {**overrides, "text_config": {**overrides["text_config"], "num_hidden_layers": layers}}
+
+
 GPU_FULL = StepConfig(
     name="gpu-full",
     description="random-weight Qwen3-VL-2B student (bf16 mixed precision, fp32 master weights, gradient "
-    "checkpointing) and LLaVA-NeXT Vicuna-7B teacher (bf16); 672x672 ECG-like images (49 student visual tokens "
-    "at the paper's 50176 max pixels, a 2x2 anyres grid ~2.9k teacher visual tokens); sequences capped at 4096",
+    "checkpointing) and PULSE-7B teacher (flat LLaVA-NeXT Vicuna-7B, vocab 32001, bf16); 672x672 ECG-like images "
+    "(49 student visual tokens at the paper's 50176 max pixels; base + 2x2 grid = 5 x 576 = 2880 teacher visual "
+    "tokens); sequences capped at 4096",
     student_overrides=_QWEN3_VL_2B,
-    teacher_overrides=_LLAVA_NEXT_VICUNA_7B,
+    teacher_overrides=_PULSE_7B,
     student_pixels=(784, 50176),
     image_sizes=((672, 672),),
     answer_tokens=256,
@@ -201,41 +222,50 @@ GPU_FULL = StepConfig(
     teacher_max_length=4096,
     student_dtype="float32",
     teacher_dtype="bfloat16",
+    teacher_flat=True,
     mixed_bf16=True,
     gradient_checkpointing=True,
 )
 
-CONFIGS: dict[str, StepConfig] = {c.name: c for c in (TINY, SMALL, GPU_FULL)}
+REAL_WIDTH_SHALLOW = StepConfig(
+    name="real-width-shallow",
+    description="gpu-full's models with 2 decoder layers each, for CPU: Qwen3-VL-2B widths (text 2048, vocab "
+    "151936, 24-layer ViT) fp32 and PULSE-7B widths (text 4096, vocab 32001, flat, 24-layer CLIP ViT-L/14-336) "
+    "bf16; 672x672 images: 49 student / 2880 teacher visual tokens; answers ~256 tokens; batch 1",
+    student_overrides=_shallow(_QWEN3_VL_2B, 2),
+    teacher_overrides=_shallow(_PULSE_7B, 2),
+    student_pixels=(784, 50176),
+    image_sizes=((672, 672),),
+    answer_tokens=256,
+    batch_size=1,
+    max_length=4096,
+    teacher_max_length=4096,
+    student_dtype="float32",
+    teacher_dtype="bfloat16",
+    teacher_flat=True,
+)
+
+CONFIGS: dict[str, StepConfig] = {c.name: c for c in (TINY, SMALL, GPU_FULL, REAL_WIDTH_SHALLOW)}
 
 
 def build_student(config: StepConfig, device: torch.device | str = "cpu") -> tuple[Any, Any]:
-    """The student (Qwen3-VL) and its processor, weights built directly on ``device`` in the config's dtype."""
+    """The student (Qwen3-VL) and its processor, weights built directly on ``device`` in the config's dtype (random
+    init straight in bf16 on the GPU where asked: no fp32 copy of a 7B model)."""
     pixels = {} if config.student_pixels is None else dict(zip(("min_pixels", "max_pixels"), config.student_pixels))
-    with _default_dtype(config.student_dtype), torch.device(device):
-        model, processor = build_tiny_qwen3_vl(seed=0, **pixels, **config.student_overrides)
+    with torch.device(device):
+        model, processor = build_tiny_qwen3_vl(seed=0, dtype=config.student_dtype, **pixels, **config.student_overrides)
     return model, processor
 
 
 def build_teacher(config: StepConfig, device: torch.device | str = "cpu") -> tuple[Any, Any]:
-    """The teacher (LLaVA-NeXT) and its processor, weights built directly on ``device`` in the config's dtype."""
-    with _default_dtype(config.teacher_dtype), torch.device(device):
-        model, processor = build_tiny_llava_next(seed=1, **config.teacher_overrides)
+    """The teacher (LLaVA-NeXT, flat as a converted PULSE where the config says so) and its processor, weights
+    built directly on ``device`` in the config's dtype."""
+    with torch.device(device):
+        model, processor = build_tiny_llava_next(
+            seed=1, dtype=config.teacher_dtype, flat=config.teacher_flat, **config.teacher_overrides
+        )
     model.requires_grad_(False)
     return model, processor
-
-
-class _default_dtype:  # noqa: N801 - used like a function
-    """Build weights in ``dtype`` (random init straight in bf16 on the GPU, no fp32 copy of a 7B model)."""
-
-    def __init__(self, dtype: str) -> None:
-        self.dtype = getattr(torch, dtype)
-
-    def __enter__(self) -> None:
-        self.previous = torch.get_default_dtype()
-        torch.set_default_dtype(self.dtype)
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.set_default_dtype(self.previous)
 
 
 def lengthen(answer: str, tokenizer: Any, target_tokens: int, seed: int) -> str:

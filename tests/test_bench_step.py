@@ -88,10 +88,99 @@ def test_gpu_full_config_has_the_papers_model_sizes_and_token_counts(tmp_path):
     # Qwen3-VL-2B-Instruct is 2.13B parameters, llava-v1.6-vicuna-7b 7.06B
     assert info["student_parameters"] == pytest.approx(2.128e9, rel=2e-3)
     assert info["teacher_parameters"] == pytest.approx(7.063e9, rel=2e-3)
-    # 672 x 672 ECG: 49 student tokens at 50176 max pixels; a 2x2 grid of 336-px crops, 576 tokens each, unpadded
+    # 672 x 672 ECG: 49 student tokens at 50176 max pixels; PULSE's flat packing of the base crop and a 2x2 grid
+    # of 336-px crops, 576 tokens each (no unpadding, no newline tokens)
     assert info["student_visual_tokens"] == [49, 49]
-    assert info["teacher_visual_tokens"] == [2928, 2928]
+    assert info["teacher_visual_tokens"] == [5 * 576, 5 * 576]
     assert all(n <= 4096 for n in info["student_tokens"] + info["teacher_tokens"])
+    assert info["teacher_class"] == "LlavaNextFlatForConditionalGeneration"
+    assert (info["student_vocab_size"], info["teacher_vocab_size"]) == (151936, 32001)
+    # one dtype per model: fp32 master weights for the student (bf16 autocast), the teacher in bf16
+    assert (info["student_dtypes"], info["teacher_dtypes"]) == (["float32"], ["bfloat16"])
+
+
+# PULSE-7B's config.json (original LLaVA's llava_llama format), the fields the converter reads.
+PULSE_CONFIG = {
+    "model_type": "llava_llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "hidden_act": "silu",
+    "vocab_size": 32000,
+    "tie_word_embeddings": False,
+    "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+    "mm_hidden_size": 1024,
+    "mm_projector_type": "mlp2x_gelu",
+    "mm_vision_select_layer": -2,
+    "mm_vision_select_feature": "patch",
+    "image_aspect_ratio": "anyres",
+    "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+    "mm_use_im_start_end": False,
+}
+
+
+def test_gpu_full_teacher_is_pulse_as_the_converter_configures_it(tmp_path):
+    from evl_kd_trainer.convert.llava_config import (
+        build_llava_next_config,
+        build_text_config,
+        read_llava_config,
+        resolve_vision_config,
+    )
+
+    load_bench()  # puts benchmarks/ on sys.path
+    from step_configs import CONFIGS, build_teacher
+
+    (tmp_path / "config.json").write_text(json.dumps(PULSE_CONFIG))
+    source = read_llava_config(tmp_path)
+    # the converter adds <image> (32000) and pads with <unk>: 32001 rows
+    converted = build_llava_next_config(
+        source, build_text_config(source, 32001, 0), resolve_vision_config(source, None), 32000
+    )
+    teacher, processor = build_teacher(CONFIGS["gpu-full"], "meta")
+    config = teacher.config
+    assert type(teacher).__name__ == "LlavaNextFlatForConditionalGeneration" and teacher.model.image_newline is None
+    assert type(processor).__name__ == "LlavaNextFlatProcessor"
+    for key in (
+        "mm_patch_merge_type",
+        "image_grid_pinpoints",
+        "vision_feature_layer",
+        "vision_feature_select_strategy",
+        "projector_hidden_act",
+        "multimodal_projector_bias",
+        "image_seq_length",
+        "tie_word_embeddings",
+    ):
+        assert getattr(config, key) == getattr(converted, key), key
+    for part in ("text_config", "vision_config"):
+        ours, theirs = getattr(config, part), getattr(converted, part)
+        for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
+            assert getattr(ours, key, None) == getattr(theirs, key, None), (part, key)
+    for key in ("num_key_value_heads", "rms_norm_eps", "max_position_embeddings", "hidden_act"):
+        assert getattr(config.text_config, key) == getattr(converted.text_config, key), key
+    for key in ("image_size", "patch_size", "hidden_act", "projection_dim"):
+        assert getattr(config.vision_config, key) == getattr(converted.vision_config, key), key
+    assert processor.image_processor.image_grid_pinpoints == converted.image_grid_pinpoints
+    assert len(converted.image_grid_pinpoints) == 5
+
+
+def test_real_width_shallow_config_keeps_the_widths_with_two_decoder_layers(tmp_path):
+    bench = load_bench()
+    out = tmp_path / "dry.json"
+    assert bench.main(["--config", "real-width-shallow", "--dry-run", "--json", str(out)]) == 0
+    info = json.loads(out.read_text())["configs"]["real-width-shallow"]["dry_run"]
+    assert (info["student_decoder_layers"], info["teacher_decoder_layers"]) == (2, 2)
+    assert (info["student_vocab_size"], info["teacher_vocab_size"]) == (151936, 32001)
+    assert info["teacher_class"] == "LlavaNextFlatForConditionalGeneration"
+    assert (info["student_visual_tokens"], info["teacher_visual_tokens"]) == ([49], [2880])
+    assert (info["student_dtypes"], info["teacher_dtypes"]) == (["float32"], ["bfloat16"])
+    # full-depth vision towers and real-width embeddings / LM heads: 0.82B student, 0.99B teacher parameters
+    assert info["student_parameters"] == pytest.approx(0.819e9, rel=5e-3)
+    assert info["teacher_parameters"] == pytest.approx(0.991e9, rel=5e-3)
 
 
 def test_bad_method_is_refused():

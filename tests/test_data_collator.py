@@ -67,8 +67,9 @@ def test_both_views_render_their_own_template_exactly(student, teacher):
     alone = teacher(text="<image>", images=[_record()["images"][0]], return_tensors="pt")
     n_teacher = int((alone["input_ids"] == teacher.image_token_id).sum())
     assert n_teacher > n_student
+    # As original LLaVA tokenizes (the text after the image on its own): a word-boundary "▁" follows the image.
     assert teacher.tokenizer.decode(batch["teacher_input_ids"][0]) == (
-        f"<s> {LLAVA_V1_SYSTEM} USER: " + "<image>" * n_teacher + "\nWhat is the rhythm? ASSISTANT: sinus rhythm</s>"
+        f"<s> {LLAVA_V1_SYSTEM} USER: " + "<image>" * n_teacher + " \nWhat is the rhythm? ASSISTANT: sinus rhythm</s>"
         "USER: Is it normal? ASSISTANT: abnormal ECG</s>"
     )
     # Each processor saw the image at its own resolution.

@@ -147,6 +147,32 @@ def test_overrides_reach_the_config():
     assert len(teacher.model.language_model.layers) == 3
 
 
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_builders_give_one_dtype_whatever_the_sub_configs_carry(name):
+    """Qwen3-VL-2B's released config has text_config.dtype="bfloat16": a constructor alone would build a bf16
+    language model beside an fp32 vision tower."""
+    carrying = {"text_config": {"dtype": "bfloat16"}, "vision_config": {"dtype": "float16"}}
+    model, _ = BUILDERS[name](**carrying)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.config.dtype == model.config.text_config.dtype == model.config.vision_config.dtype == torch.float32
+    model, _ = BUILDERS[name](dtype="bfloat16", **carrying)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.config.text_config.dtype == model.config.vision_config.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="floating-point"):
+        BUILDERS[name](dtype=torch.int8)
+
+
+def test_flat_llava_next_builder_packs_like_pulse():
+    from evl_kd_trainer.models.llava_flat import LlavaNextFlatForConditionalGeneration, LlavaNextFlatProcessor
+
+    model, processor = build_tiny_llava_next(flat=True)
+    assert type(model) is LlavaNextFlatForConditionalGeneration and type(processor) is LlavaNextFlatProcessor
+    inputs = _sample(processor, (64, 64))  # a 2x2 grid of 32-px crops plus the base crop
+    assert int((inputs["input_ids"] == _image_token_id(model)).sum()) == 5 * 16
+    with torch.no_grad():
+        assert _model_visual_token_count(model, inputs) == 5 * 16
+
+
 def test_tiny_dataset_format():
     ds = make_tiny_vlm_dataset(n=5, seed=2)
     assert len(ds) == 5 and set(ds.column_names) == {"messages", "images"}

@@ -8,7 +8,10 @@ with the anyres crops and ``teacher_image_sizes``). Both views also get a boolea
 
 Labels are the chat templates' ``{% generation %}`` spans, i.e. each answer plus the end-of-turn token the
 model has to emit: ``"a1<|im_end|>\\n"`` for Qwen (the newline after ``<|im_end|>`` is inside the span, as in
-TRL's own Qwen-VL training templates and ``assistant_only_loss``), ``"a1</s>"`` for Vicuna / llava_v1.
+TRL's own Qwen-VL training templates and ``assistant_only_loss``), ``" a1</s>"`` for Vicuna / llava_v1 (from the
+space after ``ASSISTANT:``, as original LLaVA labels). A LLaVA processor's view is tokenized as original LLaVA's
+training did, the text between images piece by piece (:mod:`evl_kd_trainer.data.llava_tokens`): the exact
+sequence PULSE-7B was trained on.
 
 Samples are processed one at a time (the processors still do the image work), so that truncation, drops
 and decode errors can be decided and reported per record, then right-padded into one batch.
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 
+from evl_kd_trainer.data.llava_tokens import encode_image_pieces
 from evl_kd_trainer.data.messages import messages_with_images
 from evl_kd_trainer.data.templates import CHAT_TEMPLATES, has_generation_markers, training_template_name
 
@@ -87,6 +91,8 @@ class _View:
     pad_token_id: int
     image_token_id: int | None
     vision_end_token_id: int | None
+    # Original LLaVA's models (PULSE) were trained on prompts tokenized piece by piece between the images.
+    image_pieces: bool = False
 
 
 @dataclass
@@ -150,6 +156,7 @@ def _make_view(name: str, prefix: str, processor: Any, chat_template: str | None
         pad_token_id=pad_token_id,
         image_token_id=image_token_id,
         vision_end_token_id=getattr(processor, "vision_end_token_id", None),
+        image_pieces=training_template_name(processor) == "llava_v1" and image_token_id is not None,
     )
 
 
@@ -270,14 +277,17 @@ class DualViewCollator:
 
     def _encode(self, view: _View, messages: list[dict[str, Any]], record: str) -> _Encoded:
         try:
-            output = view.processor.apply_chat_template(
-                messages,
-                chat_template=view.chat_template,
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                return_assistant_tokens_mask=True,
-            )
+            if view.image_pieces:
+                output = encode_image_pieces(view.processor, messages, view.chat_template)
+            else:
+                output = view.processor.apply_chat_template(
+                    messages,
+                    chat_template=view.chat_template,
+                    tokenize=True,
+                    return_dict=True,
+                    return_tensors="pt",
+                    return_assistant_tokens_mask=True,
+                )
         except Exception as error:
             raise ValueError(f"record {record}: the {view.name} processor failed: {error}") from error
         per_token = {key: output[key][0] for key in PER_TOKEN_KEYS if key in output}

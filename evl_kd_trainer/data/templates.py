@@ -13,6 +13,9 @@ from typing import Any
 # sep2="</s>"), i.e. "<system> USER: <image>\n{q} ASSISTANT: {a}</s>USER: {q2} ASSISTANT: {a2}</s>".
 # No bos here: LlamaTokenizer adds "<s>" itself, and a second one would shift every position. As LLaVA's
 # preprocessing does, every image of a turn goes first; the turn's text pieces follow, joined by a space.
+# The labels (`{% generation %}`) start at the space after "ASSISTANT:", as LLaVA's preprocess_v1 masks only the
+# instruction's tokens up to that colon: an answer that does not begin with a word ("72 bpm") starts with a lone
+# "▁" token, which PULSE was trained to predict.
 LLAVA_V1_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
@@ -32,8 +35,8 @@ LLAVA_V1_CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{{ message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') }}"
     "{% endif %} "
-    "{% elif message['role'] == 'assistant' %}ASSISTANT: "
-    "{% generation %}"
+    "{% elif message['role'] == 'assistant' %}ASSISTANT:"
+    "{% generation %} "
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}"
     "{% endif %}{% endfor %}{% endif %}</s>"

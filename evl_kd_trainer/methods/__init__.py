@@ -10,8 +10,11 @@ from evl_kd_trainer.methods.base import (
     DistillFeatures,
     ModelDims,
     get_method,
+    logits_at,
+    next_token_positions,
     next_token_response_mask,
     register_method,
+    response_logits,
 )
 
 # Built-in methods, imported on demand so that `import evl_kd_trainer.methods` stays light.
@@ -37,6 +40,9 @@ __all__ = [
     "ModelDims",
     "get_method",
     "load_builtin_methods",
+    "logits_at",
+    "next_token_positions",
     "next_token_response_mask",
     "register_method",
+    "response_logits",
 ]

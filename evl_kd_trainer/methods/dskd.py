@@ -14,8 +14,10 @@ from evl_kd_trainer.methods.base import (
     DistillationMethod,
     DistillFeatures,
     ModelDims,
+    next_token_positions,
     next_token_response_mask,
     register_method,
+    response_logits,
 )
 
 
@@ -51,7 +53,8 @@ class DSKDMethod(DistillationMethod):
     Owns the three projectors of the authors' ``projector_config.json`` (all ``nn.Linear``, no
     ``nn.MultiheadAttention``, which breaks under ZeRO-3): ``query_proj`` (2Ds -> 2Dt), ``t2s_proj``
     (Dt -> Ds), ``s2t_proj`` (Ds -> Dt). Reads the hidden states the trainer captured (DSKD uses the
-    last layer), both logits, both LM heads and both input ids (targets and index embeddings).
+    last layer), both logits (computed at the positions predicting an answer token only, see
+    :meth:`logit_positions`), both LM heads and both input ids (targets and index embeddings).
 
     The student's head is applied with detached weights (as in the code, the projector CE must not
     train it); the teacher's is frozen anyway and is called as a module.
@@ -73,6 +76,10 @@ class DSKDMethod(DistillationMethod):
         self.s2t_proj = nn.Linear(ds, dt)
         self.alpha = float(getattr(args, "dskd_alpha", 0.5))
         self.temperature = float(getattr(args, "dskd_temperature", 2.0))
+
+    def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
+        """The positions predicting an answer token: the only logits DSKD reads."""
+        return next_token_positions(getattr(features, f"{side}_response_mask"))
 
     @staticmethod
     def _run(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -105,13 +112,13 @@ class DSKDMethod(DistillationMethod):
 
         terms = dskd_cma_terms(
             student_hidden=_pack(f.student_hidden[:, :-1], s_mask),
-            student_logits=_pack(f.student_logits[:, :-1], s_mask),
+            student_logits=_pack(*response_logits(f, "student")),
             student_index_embeds=_pack(s_index, s_mask),
             student_targets=_pack_ids(s_tgt, s_mask),
             student_mask=gather_response_positions(s_in.unsqueeze(-1), s_mask)[1],
             student_head=student_head,
             teacher_hidden=_pack(f.teacher_hidden[:, :-1].detach(), t_mask),
-            teacher_logits=_pack(f.teacher_logits[:, :-1].detach(), t_mask),
+            teacher_logits=_pack(*response_logits(f, "teacher")).detach(),
             teacher_index_embeds=_pack(t_index, t_mask),
             teacher_target_embeds=_pack(t_tgt_emb, t_mask),
             teacher_mask=gather_response_positions(t_in.unsqueeze(-1), t_mask)[1],

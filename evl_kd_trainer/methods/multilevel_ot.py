@@ -8,7 +8,13 @@ import torch
 
 from evl_kd_trainer.losses.alignment import align_response_spans
 from evl_kd_trainer.losses.multilevel_ot import mlot_sequence_loss, mlot_token_loss
-from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, next_token_response_mask, register_method
+from evl_kd_trainer.methods.base import (
+    DistillationMethod,
+    DistillFeatures,
+    next_token_positions,
+    register_method,
+    response_logits,
+)
 
 
 @register_method("multilevel_ot")
@@ -17,7 +23,7 @@ class MultiLevelOTMethod(DistillationMethod):
 
     Token level on the index-aligned answer positions (ULD's alignment), sequence level between each
     model's whole answer span (OT needs no alignment). Next-token positions: ``logits[:, :-1]`` under
-    ``response_mask[:, 1:]``.
+    ``response_mask[:, 1:]``; the trainer applies the LM heads there only (:meth:`logit_positions`).
 
     Config fields: ``mlot_lambda`` (1.5, the ``distil_factor`` of the authors' config inherited from
     ULD), ``mlot_topk`` (50), ``mlot_log_weight`` (0.1), ``mlot_seq_weight`` (0.1),
@@ -37,13 +43,16 @@ class MultiLevelOTMethod(DistillationMethod):
         self.reg = float(getattr(args, "mlot_sinkhorn_reg", 0.1))
         self.n_iters = int(getattr(args, "mlot_sinkhorn_iters", 20))
 
+    def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
+        """The positions predicting an answer token: the only logits either level reads."""
+        return next_token_positions(getattr(features, f"{side}_response_mask"))
+
     def forward(self, features: DistillFeatures) -> dict[str, torch.Tensor]:
         if features.student_logits is None or features.teacher_logits is None:
             raise ValueError("MultiLevelOT needs student and teacher logits")
-        s_logits = features.student_logits[:, :-1]
-        t_logits = features.teacher_logits[:, :-1].detach()
-        s_mask = next_token_response_mask(features.student_response_mask)
-        t_mask = next_token_response_mask(features.teacher_response_mask)
+        s_logits, s_mask = response_logits(features, "student")
+        t_logits, t_mask = response_logits(features, "teacher")
+        t_logits = t_logits.detach()
         s, t, mask = align_response_spans(s_logits, s_mask, t_logits, t_mask)
         token = mlot_token_loss(s, t, mask, top_k=self.top_k, log_weight=self.log_weight)
         seq = mlot_sequence_loss(

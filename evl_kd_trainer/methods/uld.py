@@ -8,7 +8,13 @@ import torch
 
 from evl_kd_trainer.losses.alignment import align_response_spans
 from evl_kd_trainer.losses.uld import uld_loss
-from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, next_token_response_mask, register_method
+from evl_kd_trainer.methods.base import (
+    DistillationMethod,
+    DistillFeatures,
+    next_token_positions,
+    register_method,
+    response_logits,
+)
 
 
 @register_method("uld")
@@ -18,7 +24,8 @@ class ULDMethod(DistillationMethod):
     Positions: logits at ``i`` predict token ``i + 1``, so the answer's next-token distributions are
     ``logits[:, :-1]`` under ``response_mask[:, 1:]`` (ULD's reference code takes the logits *at* the
     answer tokens, one position late; we use the positions that predict them). The two spans are
-    aligned by index and truncated to the shorter (see :mod:`evl_kd_trainer.losses.alignment`).
+    aligned by index and truncated to the shorter (see :mod:`evl_kd_trainer.losses.alignment`). The trainer
+    applies the LM heads at those positions only (:meth:`logit_positions`), never over the whole sequence.
 
     Config fields: ``uld_lambda`` (1.5, the reference config's ``distil_factor``).
     """
@@ -31,15 +38,16 @@ class ULDMethod(DistillationMethod):
         super().__init__(args, student_dims, teacher_dims)
         self.uld_lambda = float(getattr(args, "uld_lambda", 1.5))
 
+    def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
+        """The positions predicting an answer token: the only logits ULD reads."""
+        return next_token_positions(getattr(features, f"{side}_response_mask"))
+
     def forward(self, features: DistillFeatures) -> dict[str, torch.Tensor]:
         if features.student_logits is None or features.teacher_logits is None:
             raise ValueError("ULD needs student and teacher logits")
-        s, t, mask = align_response_spans(
-            features.student_logits[:, :-1],
-            next_token_response_mask(features.student_response_mask),
-            features.teacher_logits[:, :-1].detach(),
-            next_token_response_mask(features.teacher_response_mask),
-        )
+        s_logits, s_mask = response_logits(features, "student")
+        t_logits, t_mask = response_logits(features, "teacher")
+        s, t, mask = align_response_spans(s_logits, s_mask, t_logits.detach(), t_mask)
         loss = uld_loss(s, t, mask)
         return {"uld_loss": loss, "kd_loss": loss}
 

@@ -7,7 +7,8 @@ width (96) deliberately differs from the tiny Qwen student's (64), as PULSE's 40
 
 ``**overrides`` are keyword arguments of the top-level config; ``text_config`` / ``vision_config``
 dicts are merged into the tiny defaults. ``tokenizer_kwargs`` go to :func:`build_tiny_llama_tokenizer`
-(``vocab_size``, ``extra_corpus``).
+(``vocab_size``, ``extra_corpus``). ``dtype`` is the dtype of every parameter (default: torch's default dtype),
+whatever ``dtype`` the overrides' sub-configs carry (see :mod:`evl_kd_trainer.testing.construct`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from transformers import (
 )
 
 from evl_kd_trainer.data.templates import LLAVA_V1_CHAT_TEMPLATE
+from evl_kd_trainer.models.llava_flat import (
+    FLAT_MERGE_TYPE,
+    LlavaNextFlatForConditionalGeneration,
+    LlavaNextFlatProcessor,
+)
+from evl_kd_trainer.testing.construct import construct_model
 from evl_kd_trainer.testing.tokenizers import LLAMA_IMAGE_TOKEN, build_tiny_llama_tokenizer
 
 # Crop size s and CLIP patch size: (s / patch)^2 = 16 patch tokens per crop (PULSE: 576).
@@ -87,20 +94,29 @@ def _tiny_llava_defaults(tokenizer: Any) -> dict[str, Any]:
 
 
 def build_tiny_llava_next(
-    seed: int = 0, *, tokenizer_kwargs: dict[str, Any] | None = None, **overrides: Any
+    seed: int = 0,
+    *,
+    tokenizer_kwargs: dict[str, Any] | None = None,
+    dtype: torch.dtype | str | None = None,
+    flat: bool = False,
+    **overrides: Any,
 ) -> tuple[LlavaNextForConditionalGeneration, LlavaNextProcessor]:
     """A tiny random ``LlavaNextForConditionalGeneration`` with a ``LlavaNextProcessor`` (llava_v1 template).
 
     Crops are 32x32 with 8-pixel patches (16 tokens per crop); the processor's per-image token count
-    (unpadded features + newlines + base crop) is what the model's packing produces.
+    (unpadded features + newlines + base crop) is what the model's packing produces. ``flat=True`` builds
+    PULSE-7B's packing instead, as a converted PULSE loads: ``LlavaNextFlatForConditionalGeneration`` and
+    ``LlavaNextFlatProcessor``, ``(1 + grid crops) x 16`` tokens per image, no newline tokens.
     """
     tokenizer = build_tiny_llama_tokenizer(**(tokenizer_kwargs or {}))
     size = TINY_CLIP_IMAGE_SIZE
     defaults = {**_tiny_llava_defaults(tokenizer), "image_grid_pinpoints": anyres_grid(size)}
     merged = _merge(defaults, overrides)
+    if flat:
+        merged["mm_patch_merge_type"] = FLAT_MERGE_TYPE
     config = LlavaNextConfig(**merged)
-    torch.manual_seed(seed)
-    model = LlavaNextForConditionalGeneration(config).eval()
+    model_cls = LlavaNextFlatForConditionalGeneration if flat else LlavaNextForConditionalGeneration
+    model = construct_model(model_cls, config, seed, dtype)
     vision = config.vision_config
     image_processor = LlavaNextImageProcessorPil(
         size={"shortest_edge": vision.image_size},
@@ -109,7 +125,7 @@ def build_tiny_llava_next(
         image_mean=_CLIP_MEAN,
         image_std=_CLIP_STD,
     )
-    processor = LlavaNextProcessor(
+    processor = (LlavaNextFlatProcessor if flat else LlavaNextProcessor)(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=vision.patch_size,
@@ -122,14 +138,17 @@ def build_tiny_llava_next(
 
 
 def build_tiny_llava(
-    seed: int = 0, *, tokenizer_kwargs: dict[str, Any] | None = None, **overrides: Any
+    seed: int = 0,
+    *,
+    tokenizer_kwargs: dict[str, Any] | None = None,
+    dtype: torch.dtype | str | None = None,
+    **overrides: Any,
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """A tiny random LLaVA-1.5 (``LlavaForConditionalGeneration``): one 32x32 crop -> 16 visual tokens."""
     tokenizer = build_tiny_llama_tokenizer(**(tokenizer_kwargs or {}))
     merged = _merge(_tiny_llava_defaults(tokenizer), overrides)
     config = LlavaConfig(**merged)
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
+    model = construct_model(LlavaForConditionalGeneration, config, seed, dtype)
     vision = config.vision_config
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": vision.image_size},

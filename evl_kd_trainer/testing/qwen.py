@@ -6,6 +6,8 @@ possible, so a builder call takes milliseconds and a forward pass a few more.
 
 ``**overrides`` are keyword arguments of the top-level config; ``text_config`` / ``vision_config``
 dicts are merged into the tiny defaults (e.g. ``build_tiny_qwen3_vl(text_config={"num_hidden_layers": 3})``).
+``dtype`` is the dtype of every parameter (default: torch's default dtype), whatever ``dtype`` the overrides'
+sub-configs carry (see :mod:`evl_kd_trainer.testing.construct`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from transformers import (
 )
 
 from evl_kd_trainer.data.templates import QWEN2_VL_CHAT_TEMPLATE, QWEN_VL_CHAT_TEMPLATE
+from evl_kd_trainer.testing.construct import construct_model
 from evl_kd_trainer.testing.tokenizers import build_tiny_qwen_tokenizer
 
 # One merged visual token covers (patch * merge)^2 pixels: 32x32 for Qwen3-VL, 28x28 for Qwen2-VL.
@@ -144,6 +147,7 @@ def build_tiny_qwen3_vl(
     min_pixels: int = QWEN3_VL_MIN_PIXELS,
     max_pixels: int = QWEN3_VL_MAX_PIXELS,
     tokenizer_kwargs: dict[str, Any] | None = None,
+    dtype: torch.dtype | str | None = None,
     **overrides: Any,
 ) -> tuple[Qwen3VLForConditionalGeneration, Qwen3VLImageOnlyProcessor]:
     """A tiny random ``Qwen3VLForConditionalGeneration`` and its image-only processor (deterministic in ``seed``).
@@ -163,6 +167,7 @@ def build_tiny_qwen3_vl(
         max_pixels,
         tokenizer_kwargs,
         overrides,
+        dtype,
     )
 
 
@@ -194,13 +199,13 @@ def _build(
     max_pixels: int,
     tokenizer_kwargs: dict[str, Any] | None,
     overrides: dict[str, Any],
+    dtype: torch.dtype | str | None = None,
 ) -> tuple[Any, Any]:
     """Tokenizer, config from ``config_fn``, seeded random model and image-only processor of one Qwen-VL family."""
     tokenizer = build_tiny_qwen_tokenizer(**(tokenizer_kwargs or {}))
     token_ids = {**_qwen_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id}
     config = config_fn(len(tokenizer), token_ids, **overrides)
-    torch.manual_seed(seed)
-    model = model_cls(config).eval()
+    model = construct_model(model_cls, config, seed, dtype)
     processor = processor_cls(
         image_processor=_image_processor(patch_size, min_pixels, max_pixels),
         tokenizer=tokenizer,
@@ -238,6 +243,7 @@ def build_tiny_qwen2_vl(
     min_pixels: int = QWEN2_VL_MIN_PIXELS,
     max_pixels: int = QWEN2_VL_MAX_PIXELS,
     tokenizer_kwargs: dict[str, Any] | None = None,
+    dtype: torch.dtype | str | None = None,
     **overrides: Any,
 ) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLImageOnlyProcessor]:
     """A tiny random ``Qwen2VLForConditionalGeneration`` and its image-only processor (patch 14, merge 2)."""
@@ -252,6 +258,7 @@ def build_tiny_qwen2_vl(
         max_pixels,
         tokenizer_kwargs,
         overrides,
+        dtype,
     )
 
 
@@ -286,6 +293,7 @@ def build_tiny_qwen2_5_vl(
     min_pixels: int = QWEN2_VL_MIN_PIXELS,
     max_pixels: int = QWEN2_VL_MAX_PIXELS,
     tokenizer_kwargs: dict[str, Any] | None = None,
+    dtype: torch.dtype | str | None = None,
     **overrides: Any,
 ) -> tuple[Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLImageOnlyProcessor]:
     """A tiny random ``Qwen2_5_VLForConditionalGeneration`` and its image-only processor (patch 14, merge 2)."""
@@ -300,4 +308,5 @@ def build_tiny_qwen2_5_vl(
         max_pixels,
         tokenizer_kwargs,
         overrides,
+        dtype,
     )

@@ -8,6 +8,7 @@ milliseconds; the trained vocab/merges are cached per process so every builder c
 
 from __future__ import annotations
 
+import io
 import json
 from functools import lru_cache
 
@@ -121,3 +122,36 @@ def build_tiny_llama_tokenizer(vocab_size: int = 400, extra_corpus: tuple[str, .
     tokenizer.add_special_tokens({"additional_special_tokens": [LLAMA_IMAGE_TOKEN]})
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+@lru_cache(maxsize=4)
+def train_tiny_sentencepiece_model(vocab_size: int = 400) -> bytes:
+    """A serialized SentencePiece BPE model set up like Llama's ``tokenizer.model`` (what PULSE-7B ships).
+
+    Llama's settings: BPE, ``<unk>`` / ``<s>`` / ``</s>`` = 0 / 1 / 2, no pad, byte fallback (``\\n`` is
+    ``<0x0A>``), digits split, identity normalisation, whitespace kept as it is and a dummy ``▁`` prefix.
+    Trained offline on the built-in corpus; needs the ``sentencepiece`` package (imported here only).
+    """
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_corpus()),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,
+        allow_whitespace_only_pieces=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return model.getvalue()

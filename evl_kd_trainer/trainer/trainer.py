@@ -32,7 +32,7 @@ from transformers import PreTrainedModel, ProcessorMixin, TrainingArguments
 from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 
-from evl_kd_trainer.methods import DistillationMethod, DistillFeatures, get_method, load_builtin_methods
+from evl_kd_trainer.methods import DistillationMethod, DistillFeatures, get_method, load_builtin_methods, logits_at
 from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
 from evl_kd_trainer.trainer.config import EVLDistillConfig
 from evl_kd_trainer.trainer.nonfinite import NonfiniteGuardMixin, refuse_nonfinite_weights
@@ -438,11 +438,18 @@ class EVLDistillTrainer(NonfiniteGuardMixin, AtomicCheckpointMixin, SFTTrainer):
         features.teacher_lm_head = teacher_lm_head
         features.student_embed_tokens = self._kd_hf_student.get_input_embeddings()
         features.teacher_embed_tokens = unwrap_hf_model(self.teacher_model).get_input_embeddings()
+        # Each LM head runs once, only where the method reads logits (the answer positions for the logit baselines).
         if method.needs_student_logits:
-            features.student_logits = student_lm_head(student_store.hidden)
+            positions = method.logit_positions(features, "student")
+            features.student_logits, features.student_logits_mask = logits_at(
+                student_lm_head, student_store.hidden, positions
+            )
         if method.needs_teacher_logits:
+            positions = method.logit_positions(features, "teacher")
             with torch.no_grad():
-                features.teacher_logits = teacher_lm_head(teacher_store.hidden)
+                features.teacher_logits, features.teacher_logits_mask = logits_at(
+                    teacher_lm_head, teacher_store.hidden, positions
+                )
         return features
 
     def _log_terms(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:

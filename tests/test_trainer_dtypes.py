@@ -1,0 +1,109 @@
+"""Every method trains with the recipes' dtypes: a bf16 teacher (PULSE converted in bf16) beside an fp32 student."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from evl_kd_trainer.testing import build_tiny_llava_next, build_tiny_qwen3_vl, make_tiny_vlm_dataset
+from evl_kd_trainer.trainer import EVLDistillConfig, EVLDistillTrainer
+
+METHOD_TERMS = {
+    "sft": set(),
+    "evl": {"mhca_loss", "rel_loss", "ot_loss"},
+    "uld": {"uld_loss"},
+    "multilevel_ot": {"mlot_token_loss", "mlot_seq_loss"},
+    "dskd": {"dskd_t2s_ce_loss", "dskd_student_space_loss", "dskd_teacher_space_loss"},
+    "emkd": {"vsd_loss", "vlad_loss"},
+}
+LOGIT_METHODS = ("uld", "multilevel_ot", "dskd")
+
+
+class GradientProbe(TrainerCallback):
+    """Which parameters hold a gradient right before each optimizer step (the student's names include the method's
+    modules, registered under it as ``kd_method``)."""
+
+    def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module) -> None:
+        self.student, self.teacher = student, teacher
+        self.steps: list[tuple[dict[str, torch.Tensor], int]] = []
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs) -> None:
+        student = {name: p.grad.clone() for name, p in self.student.named_parameters() if p.grad is not None}
+        teacher = sum(p.grad is not None for p in self.teacher.parameters())
+        self.steps.append((student, teacher))
+
+
+@pytest.mark.parametrize("method", list(METHOD_TERMS))
+def test_bf16_teacher_and_fp32_student_train_every_method(tmp_path, method):
+    student, student_processor = build_tiny_qwen3_vl(seed=0)
+    teacher, teacher_processor = build_tiny_llava_next(seed=1, dtype=torch.bfloat16, flat=True)
+    teacher_before = {name: p.detach().clone() for name, p in teacher.named_parameters()}
+    probe = GradientProbe(student, teacher)
+    head_rows: dict[str, list[tuple[int, ...]]] = {"student": [], "teacher": []}
+    for side, model in (("student", student), ("teacher", teacher)):
+        model.lm_head.register_forward_hook(lambda m, i, o, side=side: head_rows[side].append(tuple(i[0].shape)))
+    teacher_lengths: list[int] = []
+    teacher.model.register_forward_pre_hook(  # the trainer runs the teacher's base model (no LM head)
+        lambda m, a, kw: teacher_lengths.append(kw["input_ids"].shape[1]), with_kwargs=True
+    )
+    args = EVLDistillConfig(
+        output_dir=str(tmp_path / "out"),
+        kd_method=method,
+        max_steps=2,
+        per_device_train_batch_size=2,
+        bf16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        learning_rate=1e-3,
+        seed=0,
+        disable_tqdm=True,
+    )
+    trainer = EVLDistillTrainer(
+        student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=make_tiny_vlm_dataset(n=4, seed=0),
+        processing_class=student_processor,
+        teacher_processing_class=teacher_processor,
+        callbacks=[probe],
+    )
+    trainer.train()
+
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry and "ce_loss" in entry]
+    assert len(logs) == 2
+    for entry in logs:
+        assert METHOD_TERMS[method] | {"ce_loss", "loss"} <= set(entry)
+        assert all(math.isfinite(entry[key]) for key in METHOD_TERMS[method] | {"ce_loss", "loss"}), entry
+
+    assert len(probe.steps) == 2
+    kd_names = {f"kd_method.{name}" for name, _ in trainer.kd_method.named_parameters()}
+    assert (len(kd_names) > 0) == (method in ("evl", "dskd"))
+    for grads, teacher_grads in probe.steps:
+        assert teacher_grads == 0  # the teacher never gets a gradient
+        assert all(torch.isfinite(g).all() for g in grads.values())
+        assert any("language_model" in name for name in grads) and any("visual" in name for name in grads)
+        assert kd_names <= set(grads)  # every module of the method learns
+        assert all(grads[name].dtype == torch.float32 for name in grads)
+    for name, p in teacher.named_parameters():
+        assert p.dtype == torch.bfloat16 and torch.equal(p, teacher_before[name]), name
+
+    if method == "sft":  # plain SFT neither prepares nor runs the teacher
+        assert trainer.teacher_model is None and teacher_lengths == [] and head_rows["teacher"] == []
+        return
+    assert not any(p.requires_grad for p in teacher.parameters()) and len(teacher_lengths) == 2
+    if method in LOGIT_METHODS:
+        # the logits: the student's LM head ran once per step and every teacher LM head call (DSKD also decodes
+        # its projected student states with it) saw the answer positions only, fewer rows than the sequence
+        assert len(head_rows["student"]) == 2
+        calls_per_step = 2 if method == "dskd" else 1
+        assert len(head_rows["teacher"]) == 2 * calls_per_step
+        for call, rows in enumerate(head_rows["teacher"]):
+            assert rows[0] == 2 and 0 < rows[1] < teacher_lengths[call // calls_per_step]
+    elif method == "evl":
+        assert head_rows == {"student": [], "teacher": []}  # EVL reads no logits
