@@ -69,6 +69,31 @@ def test_a_checkpoint_is_visible_only_once_complete(watched, run):
         assert (run / "checkpoint-4" / name).is_file(), name
 
 
+def test_the_best_checkpoint_is_recorded_at_its_final_place(tmp_path):
+    """`load_best_model_at_end` and rotation see the renamed folders, never the `_tmp-` ones."""
+    student, teacher = build_tiny_qwen3_vl(seed=0), build_tiny_llava_next(seed=1)
+    best_of = {"eval_strategy": "steps", "eval_steps": 2, "load_best_model_at_end": True, "save_total_limit": 1}
+    trainer = EVLDistillTrainer(
+        student[0],
+        teacher_model=teacher[0],
+        args=make_args(tmp_path, max_steps=4, **SAVING, **best_of, metric_for_best_model="eval_loss"),
+        train_dataset=make_tiny_vlm_dataset(n=8, seed=0),
+        eval_dataset=make_tiny_vlm_dataset(n=2, seed=3),
+        processing_class=student[1],
+        teacher_processing_class=teacher[1],
+    )
+    trainer.train()
+    out = tmp_path / "out"
+    best = trainer.state.best_model_checkpoint
+    assert best in (str(out / "checkpoint-2"), str(out / "checkpoint-4")) and os.path.isdir(best)
+    assert not [name for name in os.listdir(out) if name.startswith("_tmp-")]
+    kept = sorted(name for name in os.listdir(out) if name.startswith("checkpoint-"))
+    assert kept == sorted({"checkpoint-4", os.path.basename(best)})  # the limit keeps the newest and the best
+    for name in kept:
+        recorded = json.loads((out / name / "trainer_state.json").read_text())["best_model_checkpoint"]
+        assert recorded in (str(out / "checkpoint-2"), str(out / "checkpoint-4")), recorded
+
+
 def copy_run(run: Path, tmp_path: Path) -> Path:
     target = tmp_path / "out"
     shutil.copytree(run, target)

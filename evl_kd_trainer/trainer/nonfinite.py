@@ -91,6 +91,7 @@ class NonfiniteGuardMixin:
     _consecutive_skips: int = 0
     _skipped_this_run: int = 0
     _step_open: bool = False
+    _tr_loss_seen: torch.Tensor | None = None
     _tr_loss_before_step: torch.Tensor | None = None
     _step_loss: torch.Tensor | None = None
     _last_logged_step: int | None = None
@@ -129,10 +130,12 @@ class NonfiniteGuardMixin:
 
     # ------------------------------------------------------------------------------ micro-batches and updates
     def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if not self._step_open:
+        accumulated = getattr(self, "_tr_loss", None)
+        # (a new `_tr_loss` means a new training loop, e.g. an `auto_find_batch_size` retry: a new update too)
+        if not self._step_open or accumulated is not self._tr_loss_seen:
             # First micro-batch of an update: remember the accumulated loss, to take a dropped update out again.
             self._step_open = True
-            accumulated = getattr(self, "_tr_loss", None)
+            self._tr_loss_seen = accumulated
             self._tr_loss_before_step = accumulated.detach().clone() if isinstance(accumulated, torch.Tensor) else None
             self._step_loss = None
             if self._last_logged_step is None:
