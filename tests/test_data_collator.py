@@ -240,8 +240,8 @@ def test_loaded_records_collate_and_an_unreadable_image_fails_naming_the_record(
         {"id": "ecg-42", "image": "broken.png", "conversations": conversation},
     ]
     (tmp_path / "train.json").write_text(json.dumps(records))
-    dataset = load_ecginstruct(tmp_path / "train.json")  # "exists": stat only, so loading succeeds
-    collator = DualViewCollator(student, teacher)
+    dataset = load_ecginstruct(tmp_path / "train.json", check_images="exists")  # stat only: loading succeeds
+    collator = DualViewCollator(student, teacher, on_bad_image="error")  # the default skips and counts it
     batch = collator([dataset[0]])  # paths are decoded here, at collation time
     assert _label_spans(batch["labels"][0], student.tokenizer) == ["72<|im_end|>\n"]
     assert batch["teacher_pixel_values"].shape[0] == 1 and batch["image_grid_thw"].shape == (1, 3)

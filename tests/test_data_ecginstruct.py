@@ -180,7 +180,10 @@ def test_check_images_modes(data_dir):
     broken = _with(id="broken", image="ecg/broken.png")
     file = _write_json(data_dir / "train.json", [broken])
     # "exists" only stats: a file that is not an image loads (and fails later, in the collator).
-    assert load_ecginstruct(file)["id"] == ["broken"]
+    assert load_ecginstruct(file, check_images="exists")["id"] == ["broken"]
+    # The default ("header") opens it lazily, without decoding pixels, and refuses it.
+    with pytest.raises(InvalidRecordError, match="'broken'.*cannot decode image"):
+        load_ecginstruct(file)
     with pytest.raises(InvalidRecordError, match="'broken'.*cannot decode image") as caught:
         load_ecginstruct(file, check_images="decode")
     assert caught.value.reason == "unreadable_image"

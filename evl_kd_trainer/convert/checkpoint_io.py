@@ -2,13 +2,21 @@
 
 A 7B teacher in fp16 is ~14 GB, close to a small machine's RAM: the converter streams, holding one
 output shard (plus the tensor being read) at a time instead of a whole state dict.
+
+Source files are untrusted: index entries must name files inside the checkpoint folder, ``.bin`` shards are
+loaded with ``weights_only=True`` (old non-zip ``torch.save`` files too, without mmap), and a refused pickle, a
+truncated or otherwise unreadable shard is a one-line :class:`ConversionError` naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import re
+import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -23,12 +31,31 @@ class ConversionError(ValueError):
 _INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
+def _shard_path(folder: Path, name: Any, index_file: Path) -> Path:
+    """The file an index entry names, which must be a relative path inside ``folder``.
+
+    The check is on the name (no absolute path, no ``..``): symlinks *inside* the folder are followed, as in the
+    Hub cache, whose snapshot folders hold every shard as a link into its ``blobs`` folder.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ConversionError(f"{index_file}: shard name {name!r} is not a file name.")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if os.path.isabs(name) or PurePosixPath(name).is_absolute() or ".." in parts or re.match(r"^[A-Za-z]:", name):
+        raise ConversionError(
+            f"{index_file}: shard {name!r} lies outside the checkpoint folder {folder}; refusing to read it."
+        )
+    return folder / name
+
+
 def _index_weight_map(folder: Path, index_file: Path) -> dict[str, Path]:
     try:
-        weight_map = json.loads(index_file.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        weight_map = json.loads(index_file.read_text(encoding="utf-8"))["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError(f"'weight_map' is {type(weight_map).__name__}, not an object")
+    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ConversionError(f"{index_file}: not a checkpoint index (no 'weight_map'): {err}") from err
-    files = {name: folder / name for name in sorted(set(weight_map.values()))}
+    files = {name: _shard_path(folder, name, index_file) for name in set(weight_map.values())}
+    files = dict(sorted(files.items()))
     missing = [name for name, path in files.items() if not path.is_file()]
     if missing:
         raise ConversionError(
@@ -52,7 +79,7 @@ def checkpoint_weight_map(folder: str | Path) -> dict[str, Path]:
     if safetensors_files:
         mapping: dict[str, Path] = {}
         for path in safetensors_files:
-            with safe_open(str(path), framework="pt") as handle:
+            with _open_safetensors(path) as handle:
                 mapping.update(dict.fromkeys(handle.keys(), path))
         return mapping
     bin_files = sorted(folder.glob("pytorch_model*.bin"))
@@ -64,9 +91,36 @@ def checkpoint_weight_map(folder: str | Path) -> dict[str, Path]:
     raise ConversionError(f"{folder}: no weights found (no *.safetensors, pytorch_model*.bin or index file).")
 
 
+def _open_safetensors(path: Path) -> Any:
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as err:  # SafetensorError (truncated header or data), OSError
+        raise ConversionError(f"{path}: cannot read the safetensors file (truncated or corrupt?): {err}") from err
+
+
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
-    # mmap keeps a multi-GB shard on disk; weights_only refuses pickled code.
-    return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    """A ``pytorch_model*.bin`` shard, loaded with ``weights_only=True`` (pickled code is refused).
+
+    A zip archive (``torch.save``'s format since 1.6) is memory-mapped, so a multi-GB shard stays on disk; an old
+    non-zip file cannot be mapped and is read whole.
+    """
+    mmap = zipfile.is_zipfile(path)
+    try:
+        state = torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message advises weights_only=False, i.e. running whatever the file pickled: say what it holds.
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" (it pickles {found.group(1)})" if found else ""
+        raise ConversionError(
+            f"{path}: not a plain tensor archive{what}; refusing to unpickle it (convert it to safetensors where it "
+            "came from, or re-save its tensors alone)."
+        ) from None
+    except Exception as err:  # RuntimeError (zip), EOFError, struct.error (old format), OSError
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConversionError(f"{path}: cannot read the .bin shard (truncated or corrupt?): {detail}") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConversionError(f"{path}: not a plain tensor archive (expected a dict of tensors).")
+    return state
 
 
 class CheckpointReader:
@@ -86,13 +140,18 @@ class CheckpointReader:
         path = self.weight_map[key]
         if path not in self._open:
             if path.suffix == ".safetensors":
-                self._open[path] = safe_open(str(path), framework="pt")
+                self._open[path] = _open_safetensors(path)
             else:
                 self._open[path] = _load_bin(path)
         handle = self._open[path]
-        if path.suffix == ".safetensors":
+        if path.suffix != ".safetensors":
+            if key not in handle:
+                raise ConversionError(f"{path}: has no tensor {key!r}, which the index places there.")
+            return handle[key]
+        try:
             return handle.get_tensor(key)
-        return handle[key]
+        except Exception as err:  # SafetensorError: a key the index places in the wrong file, unreadable data
+            raise ConversionError(f"{path}: cannot read tensor {key!r}: {err}") from err
 
     def items_by_file(self) -> Iterator[tuple[str, torch.Tensor]]:
         """All tensors, shard by shard (each shard is then read sequentially), closing finished shards."""

@@ -14,7 +14,10 @@ training did, the text between images piece by piece (:mod:`evl_kd_trainer.data.
 sequence PULSE-7B was trained on.
 
 Samples are processed one at a time (the processors still do the image work), so that truncation, drops
-and decode errors can be decided and reported per record, then right-padded into one batch.
+and decode errors can be decided and reported per record, then right-padded into one batch. Everything is decided
+before any model runs: an over-long sample is cut or dropped, a sample whose image cannot be decoded is dropped
+(``on_bad_image="skip"``), and literal special-token text in a record is escaped so it stays text
+(``special_token_text="escape"``); each case is counted in ``stats``.
 """
 
 from __future__ import annotations
@@ -25,14 +28,17 @@ from typing import Any
 
 import torch
 
+from evl_kd_trainer.data.images import BadImageError, ImageLimits
 from evl_kd_trainer.data.llava_tokens import encode_image_pieces
 from evl_kd_trainer.data.messages import messages_with_images
+from evl_kd_trainer.data.special_text import SPECIAL_TEXT_MODES, SpecialTextEscaper, special_token_strings
 from evl_kd_trainer.data.templates import CHAT_TEMPLATES, has_generation_markers, training_template_name
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 TRUNCATION_MODES = ("after_image", "drop")
+BAD_IMAGE_MODES = ("skip", "error")
 # Processor outputs with one value per token; everything else is per image and is concatenated.
 PER_TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids", "assistant_masks")
 
@@ -40,6 +46,8 @@ PER_TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_typ
 TOO_LONG = "too_long"
 IMAGE_CUT = "image_cut"
 NO_RESPONSE_LEFT = "no_response_left"
+BAD_IMAGE = "bad_image"
+SPECIAL_TOKEN_TEXT = "special_token_text"
 
 
 def truncation_length(
@@ -177,9 +185,18 @@ class DualViewCollator:
             (``"qwen_vl"``, ``"qwen2_vl"``, ``"llava_v1"``) or Jinja text. By default each processor's own
             template is used; one without ``{% generation %}`` markers (the released Qwen-VL templates) is
             replaced by the registered template of its model family, with a warning.
+        on_bad_image: ``"skip"`` (default) drops a sample whose image cannot be decoded or breaks the
+            ``image_limits`` (counted as ``dropped_bad_image``, logged with the record and the file); ``"error"``
+            raises the :class:`~evl_kd_trainer.data.images.BadImageError`.
+        special_token_text: what to do with a record whose text holds a special token of either tokenizer
+            (``<|im_end|>``, ``</s>``, ``<|image_pad|>``, ``<image>``...): ``"escape"`` (default: a zero-width
+            space after its first character keeps it text in both views; counted as ``escaped_special_text``),
+            ``"skip"`` (drop the sample, counted as ``dropped_special_token_text``) or ``"error"``.
+        image_limits: pixel-count, aspect-ratio and decode-size limits checked before an image is decoded.
 
     ``stats`` counts ``samples``, ``truncated`` (in any view), ``student_truncated``, ``teacher_truncated``,
-    ``dropped`` and ``dropped_<reason>`` since construction (per DataLoader worker process when
+    ``dropped``, ``dropped_<reason>`` (``too_long``, ``image_cut``, ``no_response_left``, ``bad_image``,
+    ``special_token_text``) and ``escaped_special_text`` since construction (per DataLoader worker process when
     ``num_workers > 0``). Examples: ``{"messages": [...], "images": [PIL | path | {"path", "bytes"}],
     "id": optional}``; the ``id`` is used in error and warning messages.
     """
@@ -194,9 +211,19 @@ class DualViewCollator:
         pad_to_multiple_of: int | None = None,
         chat_template: str | None = None,
         teacher_chat_template: str | None = None,
+        on_bad_image: str = "skip",
+        special_token_text: str = "escape",
+        image_limits: ImageLimits | None = None,
     ) -> None:
         if truncation not in TRUNCATION_MODES:
             raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}.")
+        if on_bad_image not in BAD_IMAGE_MODES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_MODES}, got {on_bad_image!r}.")
+        if special_token_text not in SPECIAL_TEXT_MODES:
+            raise ValueError(f"special_token_text must be one of {SPECIAL_TEXT_MODES}, got {special_token_text!r}.")
+        self.on_bad_image = on_bad_image
+        self.special_token_text = special_token_text
+        self.image_limits = image_limits or ImageLimits()
         if pad_to_multiple_of is not None and pad_to_multiple_of <= 0:
             raise ValueError(f"pad_to_multiple_of must be positive, got {pad_to_multiple_of}.")
         self.truncation = truncation
@@ -206,6 +233,8 @@ class DualViewCollator:
             self.views.append(
                 _make_view("teacher", "teacher_", teacher_processor, teacher_chat_template, teacher_max_length)
             )
+        # One escaper for both views: the record's text must read the same to the student and the teacher.
+        self._escaper = SpecialTextEscaper(special_token_strings(view.processor for view in self.views))
         self.stats: dict[str, int] = {"samples": 0, "truncated": 0, "dropped": 0}
 
     @property
@@ -233,8 +262,8 @@ class DualViewCollator:
                 kept.append(encodings)
         if not kept:
             raise ValueError(
-                f"All {len(examples)} samples of the batch were dropped by truncation ({', '.join(dropped)}); "
-                f"raise max_length / teacher_max_length or use shorter samples. Stats: {self.stats}"
+                f"All {len(examples)} samples of the batch were dropped ({', '.join(dropped)}): see the warnings "
+                f"above for each reason (too long: raise max_length / teacher_max_length). Stats: {self.stats}"
             )
         batch: dict[str, torch.Tensor] = {}
         for index, view in enumerate(self.views):
@@ -244,7 +273,24 @@ class DualViewCollator:
     def _encode_sample(self, example: dict[str, Any], record: str) -> list[_Encoded] | None:
         """Render and tokenize ``example`` in every view; ``None`` if a view had to drop it."""
         self._count("samples")
-        messages = messages_with_images(example)
+        try:
+            messages = messages_with_images(example, self.image_limits)
+        except BadImageError as error:
+            if self.on_bad_image == "error":
+                raise
+            return self._drop(record, BAD_IMAGE, str(error))
+        found = self._escaper.find(messages)
+        if found:
+            shown = ", ".join(dict.fromkeys(found))
+            if self.special_token_text == "error":
+                raise ValueError(
+                    f"record {record}: its text holds special-token text ({shown}) that would become control "
+                    "tokens; use special_token_text='escape' or 'skip'."
+                )
+            if self.special_token_text == "skip":
+                return self._drop(record, SPECIAL_TOKEN_TEXT, f"its text holds special-token text ({shown})")
+            messages = self._escaper.escape(messages)
+            self._count("escaped_special_text")
         encodings, cut_views = [], []
         for view in self.views:
             encoded = self._encode(view, messages, record)
@@ -274,6 +320,11 @@ class DualViewCollator:
         if cut_views:
             self._count("truncated")
         return encodings
+
+    def _drop(self, record: str, reason: str, detail: str) -> None:
+        self._count("dropped")
+        self._count(f"dropped_{reason}")
+        logger.warning("DualViewCollator dropped record %s: %s (%s). Stats: %s", record, detail, reason, self.stats)
 
     def _encode(self, view: _View, messages: list[dict[str, Any]], record: str) -> _Encoded:
         try:

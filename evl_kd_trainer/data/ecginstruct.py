@@ -2,9 +2,9 @@
 
 Output columns: ``id`` (string), ``messages`` (TRL messages whose contents are lists of
 ``{"type": "image"|"text", "text": ...}`` parts, the image part where ``<image>`` was) and ``images``
-(a ``List(Image(decode=False))`` of absolute paths). Nothing is decoded at load time: with 1.1M
-records only a ``stat`` per image is done (``check_images="exists"``), and the pixels are read when a
-batch is collated. :class:`~evl_kd_trainer.data.collator.DualViewCollator` decodes the paths itself
+(a ``List(Image(decode=False))`` of absolute paths). No pixel is decoded at load time: with 1.1M
+records each image only has its header read (``check_images="header"``: format, size, mode, limits), and the
+pixels are read when a batch is collated. Image paths must resolve inside ``image_root``. :class:`~evl_kd_trainer.data.collator.DualViewCollator` decodes the paths itself
 and names the record ``id`` when an image turns out to be unreadable; pass ``decode_images=True`` to
 get PIL images on access instead (what TRL's own ``DataCollatorForVisionLanguageModeling`` expects).
 """
@@ -19,7 +19,9 @@ from typing import Any
 
 import datasets
 
+from evl_kd_trainer.data.images import ImageLimits
 from evl_kd_trainer.data.messages import conversations_to_messages
+from evl_kd_trainer.data.paths import ImagePathError, resolve_image_path
 from evl_kd_trainer.data.validation import (
     MALFORMED,
     InvalidRecordError,
@@ -27,6 +29,7 @@ from evl_kd_trainer.data.validation import (
     check_image_file,
     check_image_mode,
     check_llava_record,
+    check_text_encoding,
     check_trl_record,
     llava_image_fields,
     record_label,
@@ -57,8 +60,10 @@ def load_ecginstruct(
     image_root: PathLike | None = None,
     streaming: bool = False,
     skip_invalid: bool = False,
-    check_images: str = "exists",
+    check_images: str = "header",
     *,
+    allow_paths_outside_root: bool = False,
+    image_limits: ImageLimits | None = None,
     decode_images: bool = False,
     return_report: bool = False,
 ) -> datasets.Dataset | datasets.IterableDataset | tuple[datasets.Dataset | datasets.IterableDataset, LoadReport]:
@@ -68,14 +73,21 @@ def load_ecginstruct(
         path: a ``.json`` (a list of records) or ``.jsonl`` file, or a list of such files; or a
             ``datasets.Dataset`` / ``IterableDataset`` already in TRL format (with a ``messages``
             column), returned unchanged (made iterable with ``streaming=True``).
-        image_root: folder the records' relative image paths start from; default: each file's folder.
+        image_root: folder the records' relative image paths start from; default: each file's folder. Every
+            image path must resolve (symlinks followed) inside it; others are refused (``image_outside_root``).
         streaming: return an ``IterableDataset`` that reads and checks records while it is iterated
             (errors then surface when the bad record is reached). JSONL streams line by line; a
             ``.json`` list has to be parsed whole when iteration starts.
         skip_invalid: skip bad records instead of raising; counts per reason are logged as a warning
-            and kept in the :class:`LoadReport`.
-        check_images: ``"exists"`` (stat each image file, the default), ``"decode"`` (open and verify
-            each with PIL: slow on 1.1M images) or ``"none"``.
+            and kept in the :class:`LoadReport`. Whatever a file holds (any JSON type in any field, invalid
+            UTF-8, deep nesting, a BOM) becomes a counted skip or an error naming the file and the record.
+        check_images: ``"header"`` (the default: open each image lazily with PIL, reading format, size and mode
+            without decoding; refuses empty, non-image, truncated-PNG, too large and too elongated files),
+            ``"exists"`` (one ``stat`` per image), ``"decode"`` (also decode every image: slow on 1.1M images)
+            or ``"none"``.
+        allow_paths_outside_root: accept absolute image paths and paths resolving outside ``image_root``.
+        image_limits: pixel-count, aspect-ratio and decode-size limits of the image checks (default
+            :class:`~evl_kd_trainer.data.images.ImageLimits`: PIL's bomb threshold, aspect ratio 200).
         decode_images: ``images`` column decodes to PIL on access instead of giving ``{"path", "bytes"}``.
         return_report: also return the :class:`LoadReport` (``(dataset, report)``). The report summary is
             also stored in ``dataset.info.description`` for a non-streaming load.
@@ -96,13 +108,21 @@ def load_ecginstruct(
 
     files = _input_files(path)
     report = LoadReport(files=files)
-    options = {"image_root": image_root, "skip_invalid": skip_invalid, "check_images": check_images}
+    options = {
+        "image_root": image_root,
+        "skip_invalid": skip_invalid,
+        "check_images": check_images,
+        "allow_outside_root": allow_paths_outside_root,
+        "limits": image_limits or ImageLimits(),
+    }
     record_format = _detect_format(files)
     if streaming:
         dataset = datasets.IterableDataset.from_generator(
             _generate_rows,
             features=ecginstruct_features(decode_images) if record_format == LLAVA_FORMAT else None,
-            gen_kwargs={"files": files, "record_format": record_format, "report": report, **options},
+            # A tuple, not a list: `datasets` would shard a list across generator calls, and each call would
+            # restart the report, leaving it with the last file's counts only.
+            gen_kwargs={"files": tuple(files), "record_format": record_format, "report": report, **options},
         )
         if record_format == TRL_FORMAT:
             dataset = _cast_trl_images(dataset, decode_images)
@@ -150,16 +170,38 @@ def _input_files(path: PathLike | list[PathLike]) -> list[str]:
 _CHUNK_CHARS = 1 << 20
 
 
+class _BadElement:
+    """An element of a JSON list that could be delimited but not decoded (nested too deeply, a huge integer)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
 def iter_json_array(file: str, chunk_chars: int = _CHUNK_CHARS) -> Iterator[Any]:
     """The elements of a file holding one JSON list, decoded one at a time.
 
     ECGInstruct ships as a single 1.1M-record ``.json`` list; ``json.load`` would hold all of it (and a stream
     would not start before it is read). This reads ``chunk_chars`` at a time and decodes each element as soon as
     it is complete, so memory stays at about one chunk plus one record. Malformed JSON is reported at once with
-    its character offset in the file, as ``json.load`` would, trailing data after the list included.
+    its character offset in the file, as ``json.load`` would, trailing data after the list included; so is an
+    element that cannot be decoded (nested too deeply, an integer of more digits than Python converts).
     """
+    for element in _json_array_elements(file, chunk_chars):
+        if isinstance(element, _BadElement):
+            raise ValueError(f"{file}: {element.message}.")
+        yield element
+
+
+def _open_text(file: str) -> Any:
+    # utf-8-sig drops a BOM; surrogateescape keeps an invalid byte as a lone surrogate, which the record check
+    # (`check_text_encoding`) reports for that record instead of a UnicodeDecodeError ending the whole file.
+    return open(file, encoding="utf-8-sig", errors="surrogateescape")
+
+
+def _json_array_elements(file: str, chunk_chars: int = _CHUNK_CHARS) -> Iterator[Any]:
+    """:func:`iter_json_array`, yielding a :class:`_BadElement` for an element that is delimited but undecodable."""
     decoder = json.JSONDecoder()
-    with open(file, encoding="utf-8") as handle:
+    with _open_text(file) as handle:
         buffer, pos, eof, dropped = "", 0, False, 0  # `dropped`: characters of the file before `buffer`
 
         def fill() -> bool:
@@ -185,13 +227,54 @@ def iter_json_array(file: str, chunk_chars: int = _CHUNK_CHARS) -> Iterator[Any]
         def invalid(message: str, at: int) -> ValueError:
             return ValueError(f"{file}: not valid JSON at character {dropped + at}: {message}.")
 
-        if skip_space() != "[":
-            raise ValueError(f"{file}: expected a JSON list of records; JSON lines need a .jsonl name.")
+        def skip_element() -> None:
+            """Move ``pos`` past the element starting there, by bracket counting (no recursion, strings skipped)."""
+            nonlocal pos
+            depth, in_string, escaped, at = 0, False, False, pos
+            while True:
+                if at >= len(buffer):
+                    offset = at - pos
+                    if not fill():
+                        raise invalid("unterminated element", pos)
+                    at = pos + offset
+                    continue
+                char = buffer[at]
+                if in_string:
+                    if escaped:
+                        escaped = False
+                    elif char == "\\":
+                        escaped = True
+                    elif char == '"':
+                        in_string = False
+                        if depth == 0:
+                            at += 1
+                            break
+                elif char == '"':
+                    in_string = True
+                elif char in "[{":
+                    depth += 1
+                elif char in "]}":
+                    if depth == 0:
+                        break
+                    depth -= 1
+                    if depth == 0:
+                        at += 1
+                        break
+                elif char == "," and depth == 0:
+                    break
+                at += 1
+            pos = at
+
+        first = skip_space()
+        if first != "[":
+            hint = "; JSON lines need a .jsonl name" if first == "{" else f", got {first!r}" if first else " (empty)"
+            raise ValueError(f"{file}: expected a JSON list of records{hint}.")
         pos += 1
         if skip_space() == "]":
             pos += 1
         else:
             while True:
+                start = dropped + pos
                 while True:
                     try:
                         value, end = decoder.raw_decode(buffer, pos)
@@ -202,6 +285,13 @@ def iter_json_array(file: str, chunk_chars: int = _CHUNK_CHARS) -> Iterator[Any]
                         if cut and fill():
                             continue
                         raise invalid(error.msg, error.pos) from error
+                    except (RecursionError, ValueError) as error:
+                        # Nested deeper than Python's recursion limit, or an integer over `sys.get_int_max_str_digits`:
+                        # the element is well delimited, so only it is lost.
+                        skip_element()
+                        what = "nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
+                        value, end = _BadElement(f"element at character {start} cannot be decoded: {what}"), pos
+                        break
                     # Only a number can be decoded from a prefix of itself ("3" of "3.5"): one that is not
                     # followed by a delimiter may go on in the next chunk.
                     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -222,20 +312,24 @@ def iter_json_array(file: str, chunk_chars: int = _CHUNK_CHARS) -> Iterator[Any]
 
 
 def _read_records(file: str) -> Iterator[tuple[int, Any]]:
-    """Yield ``(index, record)``; a JSONL line that is not JSON is yielded as an :class:`InvalidRecordError`."""
+    """Yield ``(index, record)``; a record that is not decodable JSON is yielded as an :class:`InvalidRecordError`."""
     if file.endswith(".json"):
-        yield from enumerate(iter_json_array(file))
+        for index, element in enumerate(_json_array_elements(file)):
+            if isinstance(element, _BadElement):
+                element = InvalidRecordError(MALFORMED, element.message, record_id=f"#{index} (no id)", source=file)
+            yield index, element
         return
-    with open(file, encoding="utf-8") as handle:
+    with _open_text(file) as handle:
         index = 0
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
                 yield index, json.loads(line)
-            except json.JSONDecodeError as error:
+            except (ValueError, RecursionError) as error:  # JSONDecodeError, a huge integer, deep nesting
+                detail = "nested too deeply" if isinstance(error, RecursionError) else str(error).split(";")[0]
                 label = f"#{index} (line {line_number})"
-                yield index, InvalidRecordError(MALFORMED, f"invalid JSON: {error}", record_id=label, source=file)
+                yield index, InvalidRecordError(MALFORMED, f"invalid JSON: {detail}", record_id=label, source=file)
             index += 1
 
 
@@ -248,12 +342,14 @@ def _detect_format(files: list[str]) -> str:
 
 
 def _generate_rows(
-    files: list[str],
+    files: list[str] | tuple[str, ...],
     record_format: str,
     report: LoadReport,
     image_root: PathLike | None,
     skip_invalid: bool,
     check_images: str,
+    allow_outside_root: bool,
+    limits: ImageLimits,
 ) -> Iterator[dict[str, Any]]:
     """Check and convert every record of ``files``, counting (or raising for) the bad ones in ``report``."""
     # A stream may be iterated several times: the report describes the latest pass.
@@ -267,7 +363,16 @@ def _generate_rows(
             try:
                 if isinstance(record, InvalidRecordError):
                     raise record
-                row = _convert_record(record, record_format, index=index, file=file, root=root, mode=check_images)
+                row = _convert_record(
+                    record,
+                    record_format,
+                    index=index,
+                    file=file,
+                    root=root,
+                    mode=check_images,
+                    allow_outside_root=allow_outside_root,
+                    limits=limits,
+                )
             except InvalidRecordError as error:
                 if not skip_invalid:
                     raise
@@ -279,8 +384,19 @@ def _generate_rows(
     _log_skipped(report)
 
 
-def _convert_record(record: Any, record_format: str, *, index: int, file: str, root: str, mode: str) -> dict[str, Any]:
+def _convert_record(
+    record: Any,
+    record_format: str,
+    *,
+    index: int,
+    file: str,
+    root: str,
+    mode: str,
+    allow_outside_root: bool,
+    limits: ImageLimits,
+) -> dict[str, Any]:
     label = record_label(record, index)
+    check_text_encoding(record, label=label, source=file)
     if record_format == TRL_FORMAT:
         relative = check_trl_record(record, label=label, source=file)
     else:
@@ -288,10 +404,15 @@ def _convert_record(record: Any, record_format: str, *, index: int, file: str, r
             check_llava_record(record, label=label, source=file, num_images=0)  # raises "not a JSON object"
         relative = llava_image_fields(record, label=label, source=file)
         check_llava_record(record, label=label, source=file, num_images=len(relative))
-    images = [os.path.join(root, path) for path in relative]
-    # Structure first, files second: a malformed record never costs a stat.
+    images = []
+    for path in relative:
+        try:
+            images.append(resolve_image_path(root, path, allow_outside_root=allow_outside_root))
+        except ImagePathError as error:
+            raise InvalidRecordError(error.reason, str(error), record_id=label, source=file, image_path=path) from None
+    # Structure first, paths second, files last: a malformed record never costs a stat, a hostile path is never read.
     for image in images:
-        check_image_file(image, mode, label=label, source=file)
+        check_image_file(image, mode, label=label, source=file, limits=limits)
     if record_format == TRL_FORMAT:
         return {**record, "images": images} if "images" in record else record
     return {

@@ -8,9 +8,9 @@ render the image (``<image>\\n`` for llava_v1, ``<|vision_start|><|image_pad|><|
 
 from __future__ import annotations
 
-import io
-import os
 from typing import Any
+
+from evl_kd_trainer.data.images import ImageLimits, load_image
 
 IMAGE_PLACEHOLDER = "<image>"
 
@@ -67,39 +67,12 @@ def count_image_parts(messages: list[dict[str, Any]]) -> int:
     )
 
 
-def load_image(image: Any, *, record_id: Any = None, index: int = 0) -> Any:
-    """Decode one image given as a PIL image, a path, or a ``datasets`` ``{"path", "bytes"}`` dict, to RGB.
-
-    Errors name the record (``record_id``) and the image, because with lazily loaded datasets this is the
-    first time the file is actually read.
-    """
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        decoded = image
-    else:
-        if isinstance(image, dict):
-            source = io.BytesIO(image["bytes"]) if image.get("bytes") else image.get("path")
-            where = image.get("path") or "<bytes>"
-        elif isinstance(image, (str, os.PathLike)):
-            source = where = os.fspath(image)
-        else:
-            raise TypeError(f"record {record_id!r}: image {index} has unsupported type {type(image).__name__}")
-        if source is None:
-            raise ValueError(f"record {record_id!r}: image {index} has neither 'path' nor 'bytes'")
-        try:
-            decoded = Image.open(source)
-            decoded.load()  # Image.open is lazy: force the read here so the error names the record
-        except Exception as error:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
-            raise ValueError(f"record {record_id!r}: cannot decode image {index} ({where}): {error}") from error
-    return decoded if decoded.mode == "RGB" else decoded.convert("RGB")
-
-
-def messages_with_images(example: dict[str, Any]) -> list[dict[str, Any]]:
+def messages_with_images(example: dict[str, Any], limits: ImageLimits | None = None) -> list[dict[str, Any]]:
     """TRL messages of ``example`` with its decoded ``images`` placed in the image parts, in order.
 
     Uses TRL's own ``prepare_multimodal_messages`` so string contents behave exactly as in TRL (images go
-    before the first user text); a count mismatch is re-raised naming the record ``id``.
+    before the first user text); a count mismatch is re-raised naming the record ``id``. Images are decoded by
+    :func:`~evl_kd_trainer.data.images.load_image` within ``limits``; a bad one raises its ``BadImageError``.
     """
     from trl.data_utils import prepare_multimodal_messages  # heavy import, only needed at collation time
 
@@ -109,7 +82,9 @@ def messages_with_images(example: dict[str, Any]) -> list[dict[str, Any]]:
     raw_images = example.get("images")
     if raw_images is None and example.get("image") is not None:
         raw_images = [example["image"]]
-    images = [load_image(image, record_id=record_id, index=i) for i, image in enumerate(raw_images or [])]
+    images = [
+        load_image(image, record_id=record_id, index=i, limits=limits) for i, image in enumerate(raw_images or [])
+    ]
     try:
         return prepare_multimodal_messages(example["messages"], images=images)
     except ValueError as error:

@@ -12,7 +12,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from evl_kd_trainer.data.messages import IMAGE_PLACEHOLDER, ROLE_MAP, count_image_parts
+from evl_kd_trainer.data.images import (
+    IMAGE_ASPECT_RATIO,
+    IMAGE_TOO_LARGE,
+    MISSING_IMAGE,
+    UNREADABLE_IMAGE,
+    BadImageError,
+    ImageLimits,
+    decode_image,
+    read_image_header,
+)
+from evl_kd_trainer.data.messages import IMAGE_PLACEHOLDER, ROLE_MAP
+from evl_kd_trainer.data.paths import IMAGE_OUTSIDE_ROOT
 
 # Reasons a record can be rejected; the keys of `LoadReport.skipped`.
 MALFORMED = "malformed"
@@ -21,11 +32,24 @@ EMPTY_CONVERSATIONS = "empty_conversations"
 UNKNOWN_ROLE = "unknown_role"
 NO_ASSISTANT_TURN = "no_assistant_turn"
 IMAGE_COUNT_MISMATCH = "image_count_mismatch"
-MISSING_IMAGE = "missing_image"
-UNREADABLE_IMAGE = "unreadable_image"
+REASONS = (
+    MALFORMED,
+    MISSING_KEYS,
+    EMPTY_CONVERSATIONS,
+    UNKNOWN_ROLE,
+    NO_ASSISTANT_TURN,
+    IMAGE_COUNT_MISMATCH,
+    IMAGE_OUTSIDE_ROOT,
+    MISSING_IMAGE,
+    UNREADABLE_IMAGE,
+    IMAGE_TOO_LARGE,
+    IMAGE_ASPECT_RATIO,
+)
 
-CHECK_IMAGE_MODES = ("exists", "decode", "none")
+CHECK_IMAGE_MODES = ("header", "exists", "decode", "none")
 TRL_ROLES = ("system", "user", "assistant", "tool")
+TRL_PART_TYPES = ("text", "image")
+_LABEL_CHARS = 80  # an id is echoed in messages; a 1-MB id is cut
 
 
 class InvalidRecordError(ValueError):
@@ -69,11 +93,46 @@ class LoadReport:
         )
 
 
+def valid_id(value: Any) -> bool:
+    """An ``id`` is a string or an integer (``null``, floats, booleans, lists and objects are not)."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
 def record_label(record: Any, index: int) -> str:
-    """How error messages name a record: its ``id`` if it has one, else its position in the file."""
-    if isinstance(record, dict) and record.get("id") is not None:
-        return repr(str(record["id"]))
-    return f"#{index} (no id)"
+    """How error messages name a record: its ``id`` if it has a valid one, else its position in the file."""
+    if isinstance(record, dict) and valid_id(record.get("id")):
+        text = repr(str(record["id"]))
+        return text if len(text) <= _LABEL_CHARS else f"{text[:_LABEL_CHARS]}...' (#{index})"
+    return f"#{index} (no id)" if not isinstance(record, dict) or "id" not in record else f"#{index} (invalid id)"
+
+
+def check_text_encoding(record: Any, *, label: str, source: str) -> None:
+    """Every string of ``record`` (keys included) is valid Unicode that UTF-8 can encode.
+
+    Files are read with ``errors="surrogateescape"``, so an invalid UTF-8 byte arrives here as a lone surrogate
+    (as does a ``"\\udc80"`` escape in the JSON text); Arrow and the tokenizers would fail on it later, naming
+    nothing. The walk is iterative: deep nesting cannot overflow the stack.
+    """
+    stack = [record]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    bad = value[error.start : error.end].encode("utf-8", "surrogateescape")
+                    raise InvalidRecordError(
+                        MALFORMED,
+                        f"invalid UTF-8 (bytes {bad!r} or a lone surrogate escape) in the string {value[:40]!r}",
+                        record_id=label,
+                        source=source,
+                    ) from None
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def check_image_mode(check_images: str) -> None:
@@ -109,6 +168,13 @@ def check_llava_record(record: Any, *, label: str, source: str, num_images: int)
     missing = [key for key in ("id", "conversations") if key not in record]
     if missing:
         raise InvalidRecordError(MISSING_KEYS, f"missing key(s) {missing}", record_id=label, source=source)
+    if not valid_id(record["id"]):
+        raise InvalidRecordError(
+            MALFORMED,
+            f"'id' must be a string or an integer, got {_json_type(record['id'])}",
+            record_id=label,
+            source=source,
+        )
     conversations = record["conversations"]
     if not isinstance(conversations, list):
         raise InvalidRecordError(MALFORMED, "'conversations' must be a list", record_id=label, source=source)
@@ -122,7 +188,17 @@ def check_llava_record(record: Any, *, label: str, source: str, num_images: int)
             )
         if not isinstance(turn["value"], str):
             raise InvalidRecordError(
-                MALFORMED, f"turn {turn_index}: 'value' must be a string", record_id=label, source=source
+                MALFORMED,
+                f"turn {turn_index}: 'value' must be a string, got {_json_type(turn['value'])}",
+                record_id=label,
+                source=source,
+            )
+        if not isinstance(turn["from"], str):  # a list or object is unhashable: `in ROLE_MAP` would raise
+            raise InvalidRecordError(
+                MALFORMED,
+                f"turn {turn_index}: 'from' must be a string, got {_json_type(turn['from'])}",
+                record_id=label,
+                source=source,
             )
         if turn["from"] not in ROLE_MAP:
             raise InvalidRecordError(
@@ -160,19 +236,20 @@ def check_trl_record(record: Any, *, label: str, source: str) -> list[str]:
         raise InvalidRecordError(MISSING_KEYS, "'messages' must be a list", record_id=label, source=source)
     if not messages:
         raise InvalidRecordError(EMPTY_CONVERSATIONS, "'messages' is empty", record_id=label, source=source)
+    parts = 0
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message:
             raise InvalidRecordError(MISSING_KEYS, f"message {index} has no 'role'", record_id=label, source=source)
-        if message["role"] not in TRL_ROLES:
+        if not isinstance(message["role"], str) or message["role"] not in TRL_ROLES:
             raise InvalidRecordError(
                 UNKNOWN_ROLE, f"message {index}: unknown role {message['role']!r}", record_id=label, source=source
             )
+        parts += _check_trl_content(message.get("content"), f"message {index}", label=label, source=source)
     if not any(message["role"] == "assistant" for message in messages):
         raise InvalidRecordError(NO_ASSISTANT_TURN, "no assistant message", record_id=label, source=source)
     images = record.get("images") or []
     if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
         raise InvalidRecordError(MALFORMED, "'images' must be a list of path strings", record_id=label, source=source)
-    parts = count_image_parts(messages)
     # With string contents TRL puts all images before the first user text, so only structured ones can disagree.
     if parts and parts != len(images):
         raise InvalidRecordError(
@@ -181,25 +258,62 @@ def check_trl_record(record: Any, *, label: str, source: str) -> list[str]:
     return images
 
 
-def check_image_file(path: str, mode: str, *, label: str, source: str) -> None:
-    """``exists``: one ``stat`` (cheap, no decoding); ``decode``: open and verify with PIL; ``none``: nothing."""
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def _check_trl_content(content: Any, where: str, *, label: str, source: str) -> int:
+    """A TRL ``content``: a string, or a list of ``{"type": "text", "text": str}`` / ``{"type": "image"}`` parts.
+
+    Returns the number of image parts.
+    """
+    if content is None or isinstance(content, str):
+        return 0
+    if not isinstance(content, list):
+        raise InvalidRecordError(
+            MALFORMED,
+            f"{where}: 'content' must be a string or a list of parts, got {_json_type(content)}",
+            record_id=label,
+            source=source,
+        )
+    images = 0
+    for position, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(kind, str) or kind not in TRL_PART_TYPES:
+            raise InvalidRecordError(
+                MALFORMED,
+                f"{where}, part {position}: expected an object with 'type' 'text' or 'image', got "
+                f"{_json_type(part) if not isinstance(part, dict) else repr(kind)}",
+                record_id=label,
+                source=source,
+            )
+        if kind == "text" and not isinstance(part.get("text"), str):
+            raise InvalidRecordError(
+                MALFORMED,
+                f"{where}, part {position}: 'text' must be a string, got {_json_type(part.get('text'))}",
+                record_id=label,
+                source=source,
+            )
+        images += kind == "image"
+    return images
+
+
+def check_image_file(path: str, mode: str, *, label: str, source: str, limits: ImageLimits | None = None) -> None:
+    """Check one image file: ``header`` (the default) opens it lazily with PIL (format, size, mode, limits, a PNG's
+    end) without decoding; ``exists`` is one ``stat``; ``decode`` also decodes the pixels (slow on 1.1M images);
+    ``none`` checks nothing."""
     if mode == "none":
         return
     if not os.path.isfile(path):
         raise InvalidRecordError(
             MISSING_IMAGE, f"image file not found: {path}", record_id=label, source=source, image_path=path
         )
-    if mode == "decode":
-        from PIL import Image  # only needed in this mode
-
-        try:
-            with Image.open(path) as image:
-                image.verify()
-        except Exception as error:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError)
-            raise InvalidRecordError(
-                UNREADABLE_IMAGE,
-                f"cannot decode image {path}: {error}",
-                record_id=label,
-                source=source,
-                image_path=path,
-            ) from error
+    if mode == "exists":
+        return
+    try:
+        read_image_header(path, limits)
+        if mode == "decode":
+            decode_image(path, path, limits)
+    except BadImageError as error:
+        raise InvalidRecordError(error.reason, str(error), record_id=label, source=source, image_path=path) from error

@@ -7,7 +7,10 @@ aligner file), so the pictures show the trained models, not a re-run.
 
 from __future__ import annotations
 
+import enum
+import importlib
 import json
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,10 @@ from evl_kd_trainer.models.loading import load_model, load_processor  # noqa: E4
 TERMS = ("ce_loss", "loss", "mhca_loss", "rel_loss", "ot_loss")
 KD_TERMS = ("mhca_loss", "rel_loss", "ot_loss")
 PANEL_TITLES = {"ce_loss": "cross-entropy (every run)", "loss": "weighted total objective (distilled runs)"}
+# Packages whose configuration classes (dataclasses and enums only) a saved `training_args.bin` may name.
+_ARGS_PACKAGES = ("transformers.", "trl.", "accelerate.", "evl_kd_trainer.", "torch.")
+# `TrainingArguments` also pickles its cached accelerate state (not a dataclass); it is rebuilt without running code.
+_ARGS_EXTRA_CLASSES = ("accelerate.state.PartialState",)
 
 
 def training_logs(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -77,13 +84,36 @@ def plot_loss_curves(runs: dict[str, str | Path], out: str | Path) -> Path:
 def _method_from_run(run_dir: Path, student: Any, teacher: Any) -> torch.nn.Module:
     """Rebuild the run's KD method (aligner + projector) and load its trained weights."""
     load_builtin_methods()
-    args = torch.load(run_dir / "training_args.bin", weights_only=False)
+    args = load_training_args(run_dir / "training_args.bin")
     method = get_method(args.kd_method)(args, get_adapter(student).dims, get_adapter(teacher).dims)
     aligner_file = run_dir / "_evl_aligner.safetensors"
     if not aligner_file.is_file():
         raise FileNotFoundError(f"{aligner_file} not found: the distilled run saved no aligner.")
     method.load_state_dict(load_file(str(aligner_file)))
     return method.eval()
+
+
+def load_training_args(path: str | Path) -> Any:
+    """The config a run saved in ``training_args.bin``, loaded with ``torch.load(weights_only=True)``.
+
+    The pickle may only name configuration classes (dataclasses and enums) of the training packages, which are
+    allowed for this load alone; anything else (a function such as ``os.system``, an unknown class) is refused.
+    """
+    allowed: list[Any] = []
+    for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
+        module_name, _, attribute = name.rpartition(".")
+        target = None
+        if name.startswith(_ARGS_PACKAGES):
+            try:
+                target = getattr(importlib.import_module(module_name), attribute)
+            except (ImportError, AttributeError):
+                target = None
+        config_class = isinstance(target, type) and (is_dataclass(target) or issubclass(target, enum.Enum))
+        if not (config_class or (isinstance(target, type) and name in _ARGS_EXTRA_CLASSES)):
+            raise ValueError(f"{path}: refusing to load it: it pickles {name}, which is no training configuration.")
+        allowed.append(target)
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, weights_only=True)
 
 
 def sample_features(student_dir: str | Path, teacher_dir: str | Path, examples: list[dict[str, Any]]) -> dict:

@@ -87,7 +87,12 @@ def load_datasets(data_args: DataArguments) -> tuple[Any, Any]:
 
     def _load(path: str) -> Any:
         return load_ecginstruct(
-            path, image_root=data_args.image_root, streaming=data_args.streaming, skip_invalid=data_args.skip_invalid
+            path,
+            image_root=data_args.image_root,
+            streaming=data_args.streaming,
+            skip_invalid=data_args.skip_invalid,
+            check_images=data_args.check_images,
+            allow_paths_outside_root=data_args.allow_paths_outside_root,
         )
 
     train = _load(data_args.dataset_path)
@@ -99,6 +104,20 @@ def load_datasets(data_args: DataArguments) -> tuple[Any, Any]:
         )
     evaluation = _load(data_args.eval_dataset_path) if data_args.eval_dataset_path else None
     return train, evaluation
+
+
+def collator_options(data_args: DataArguments) -> dict[str, Any]:
+    """The `DualViewCollator` arguments the data arguments set."""
+    return {"on_bad_image": data_args.on_bad_image, "special_token_text": data_args.special_token_text}
+
+
+def configure_collator(collator: Any, data_args: DataArguments) -> None:
+    """Apply the data arguments' bad-data options to the collator a trainer built itself (a `DualViewCollator`)."""
+    from evl_kd_trainer.data.collator import DualViewCollator
+
+    if isinstance(collator, DualViewCollator):
+        for name, value in collator_options(data_args).items():
+            setattr(collator, name, value)
 
 
 def model_init_kwargs(model_args: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from evl_kd_trainer.scripts.common import (
     apply_pixel_budget,
     check_data_paths,
     check_model_path,
+    configure_collator,
     load_datasets,
     model_init_kwargs,
     precheck_paths,
@@ -70,6 +71,7 @@ def run(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             eval_dataset=eval_dataset,
             peft_config=get_peft_config(model_args),
         )
+        configure_collator(trainer.data_collator, data_args)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     # As the alignment-handbook scripts do: train metrics and the log history (every logged term) beside the model.

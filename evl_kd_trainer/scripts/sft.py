@@ -22,6 +22,7 @@ from evl_kd_trainer.scripts.common import (
     apply_pixel_budget,
     check_data_paths,
     check_model_path,
+    collator_options,
     load_datasets,
     model_init_kwargs,
     precheck_paths,
@@ -91,6 +92,7 @@ def run(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         check_data_paths(data_args)
 
         from evl_kd_trainer.data.collator import DualViewCollator
+        from evl_kd_trainer.data.lengths import resolve_max_lengths
         from evl_kd_trainer.models.loading import load_model, load_processor
 
         train_dataset, eval_dataset = load_datasets(data_args)
@@ -100,7 +102,11 @@ def run(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         trainer = VLMSFTTrainer(
             model=model,
             args=training_args,
-            data_collator=DualViewCollator(processor, max_length=training_args.max_length),
+            data_collator=DualViewCollator(
+                processor,
+                max_length=resolve_max_lengths(training_args.max_length, None, model)[0],
+                **collator_options(data_args),
+            ),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processor,

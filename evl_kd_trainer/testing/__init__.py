@@ -5,6 +5,7 @@ Every builder is deterministic in ``seed``, needs no network and takes well unde
 
 from __future__ import annotations
 
+from evl_kd_trainer.testing.bad_records import HostileCorpus, write_hostile_corpus
 from evl_kd_trainer.testing.images import make_ecg_like_image, make_tiny_vlm_dataset
 from evl_kd_trainer.testing.llava import anyres_grid, build_tiny_llava, build_tiny_llava_next
 from evl_kd_trainer.testing.qwen import (
@@ -18,6 +19,7 @@ from evl_kd_trainer.testing.qwen import (
 from evl_kd_trainer.testing.tokenizers import build_tiny_llama_tokenizer, build_tiny_qwen_tokenizer
 
 __all__ = [
+    "HostileCorpus",
     "Qwen2_5_VLImageOnlyProcessor",
     "Qwen2VLImageOnlyProcessor",
     "Qwen3VLImageOnlyProcessor",
@@ -31,4 +33,5 @@ __all__ = [
     "build_tiny_qwen_tokenizer",
     "make_ecg_like_image",
     "make_tiny_vlm_dataset",
+    "write_hostile_corpus",
 ]

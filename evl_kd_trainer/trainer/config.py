@@ -92,7 +92,9 @@ class EVLDistillConfig(SecretFreeArgs, SFTConfig):
             row were skipped (a diverged run would otherwise "train" on without learning anything).
         teacher_max_length (`int`, *optional*):
             Longest teacher view in tokens (image tokens included); longer samples are cut after their image or
-            dropped (counted). `None` never truncates the teacher view. PULSE's Vicuna context is 4096.
+            dropped (counted in the collator's `stats`) before any forward. `None`: the teacher's own context
+            (`max_position_embeddings` of its text config; 4096 for PULSE's Vicuna). `max_length` (`None`) likewise
+            defaults to the student's context.
         teacher_chat_template (`str`, *optional*):
             Name (`"llava_v1"`, `"qwen_vl"`, `"qwen2_vl"`) or Jinja text of the teacher's conversation template,
             when its processor carries none or the wrong one.
@@ -202,7 +204,8 @@ class EVLDistillConfig(SecretFreeArgs, SFTConfig):
         },
     )
     teacher_max_length: int | None = field(
-        default=None, metadata={"help": "Longest teacher view in tokens (None: no truncation)."}
+        default=None,
+        metadata={"help": "Longest teacher view in tokens (None: the teacher's max_position_embeddings)."},
     )
     teacher_chat_template: str | None = field(
         default=None,
@@ -240,6 +243,13 @@ class EVLDistillConfig(SecretFreeArgs, SFTConfig):
         # be what a user hears about, not a hardware check of TrainingArguments further down.
         self._check_ranges()
         super().__post_init__()
+        # accelerate runs fp16 only on accelerators: on a CPU `fp16=True` would silently train in fp32. (bf16 on a CPU
+        # without `use_cpu` is refused by TrainingArguments; fp16 gets no such check there.)
+        if self.fp16 and self.device.type == "cpu":
+            raise ValueError(
+                "`fp16=True` needs a GPU (or another accelerator): on the CPU accelerate would silently train in fp32. "
+                "Use `bf16=True` (with `use_cpu=True`) for mixed precision on a CPU, or `fp16=False`."
+            )
 
     def _check_ranges(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:

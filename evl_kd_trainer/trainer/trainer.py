@@ -181,12 +181,17 @@ class EVLDistillTrainer(NonfiniteGuardMixin, AtomicCheckpointMixin, SFTTrainer):
 
         if data_collator is None:
             from evl_kd_trainer.data.collator import DualViewCollator
+            from evl_kd_trainer.data.lengths import resolve_max_lengths
 
+            # Unset limits are each model's own context: an over-long sample is cut or dropped (counted) up front.
+            max_length, teacher_max_length = resolve_max_lengths(
+                args.max_length, args.teacher_max_length, model, teacher
+            )
             data_collator = DualViewCollator(
                 processing_class,
                 teacher_processor=teacher_processing_class if teacher is not None else None,
-                max_length=args.max_length,
-                teacher_max_length=args.teacher_max_length,
+                max_length=max_length,
+                teacher_max_length=teacher_max_length,
                 chat_template=args.student_chat_template,
                 teacher_chat_template=args.teacher_chat_template,
             )
