@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
+
 from evl_kd_trainer.data.ecginstruct import load_ecginstruct
 from evl_kd_trainer.testing import build_tiny_llava_next, build_tiny_qwen3_vl, write_hostile_corpus
 from evl_kd_trainer.trainer import EVLDistillConfig, EVLDistillTrainer
@@ -67,3 +69,46 @@ def test_one_epoch_over_a_hostile_corpus_trains_every_good_record_and_counts_eve
     # special-token text is escaped (and trained), over-long answers are cut to the context (and trained)
     assert stats.get("escaped_special_text", 0) >= len(corpus.special_text_ids) > 0
     assert stats.get("truncated", 0) >= len(corpus.long_ids) > 0
+
+
+def test_a_batch_whose_every_sample_is_dropped_is_replaced_not_fatal(tmp_path):
+    """Batch size 1 and images that only fail when decoded: each such batch is replaced by the next good sample."""
+    corpus = write_hostile_corpus(tmp_path / "corpus", seed=0)
+    dataset = load_ecginstruct(corpus.files, image_root=corpus.image_root, skip_invalid=True)
+    bad = set(corpus.bad_at_collate_ids)
+    keep = [i for i, record_id in enumerate(corpus.loaded_ids) if record_id in bad]
+    keep += [i for i, record_id in enumerate(corpus.loaded_ids) if record_id not in bad][:4]
+    subset = dataset.select(sorted(keep))
+    student, student_processor = build_tiny_qwen3_vl(seed=0)
+    teacher, teacher_processor = build_tiny_llava_next(seed=1)
+    args = EVLDistillConfig(
+        output_dir=str(tmp_path / "run"), num_train_epochs=1, per_device_train_batch_size=1, bf16=False,
+        use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no", disable_tqdm=True,
+        logging_steps=1,
+    )  # fmt: skip
+    trainer = EVLDistillTrainer(
+        student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=subset,
+        processing_class=student_processor,
+        teacher_processing_class=teacher_processor,
+    )
+    trainer.train()
+    assert trainer.state.global_step == len(subset) == len(bad) + 4
+    stats = trainer.data_collator.stats
+    assert stats["dropped_bad_image"] >= len(bad) and stats["replaced_empty_batch"] == len(bad)
+
+
+def test_without_a_fallback_an_empty_batch_is_still_an_error(tmp_path):
+    from evl_kd_trainer.data.collator import DualViewCollator
+
+    corpus = write_hostile_corpus(tmp_path / "corpus", seed=0)
+    dataset = load_ecginstruct(corpus.files, image_root=corpus.image_root, skip_invalid=True)
+    bad_index = corpus.loaded_ids.index(corpus.bad_at_collate_ids[0])
+    collator = DualViewCollator(build_tiny_qwen3_vl(seed=0)[1])
+    with pytest.raises(ValueError, match="All 1 samples of the batch were dropped"):
+        collator([dataset[bad_index]])
+    collator.set_fallback_dataset(dataset)
+    batch = collator([dataset[bad_index]])
+    assert batch["input_ids"].shape[0] == 1 and collator.stats["replaced_empty_batch"] == 1

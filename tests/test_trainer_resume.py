@@ -133,6 +133,15 @@ def test_a_checkpoint_missing_its_state_is_refused_by_name(run, tmp_path, missin
     assert trainer.state.global_step == 0 and step_logs(trainer) == []  # refused before any step
 
 
+def test_a_truncated_aligner_file_is_named(run, tmp_path):
+    out = copy_run(run, tmp_path)
+    aligner = out / "checkpoint-2" / ALIGNER_WEIGHTS_NAME
+    aligner.write_bytes(aligner.read_bytes()[:100])
+    trainer = make_trainer(tmp_path, max_steps=4, **SAVING)
+    with pytest.raises(OSError, match=rf"checkpoint-2/{ALIGNER_WEIGHTS_NAME}: cannot read the aligner weights"):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+
+
 def test_a_checkpoint_without_state_or_weights_cannot_be_resumed(run, tmp_path):
     out = copy_run(run, tmp_path)
     (out / "checkpoint-2" / "model.safetensors").unlink()

@@ -261,14 +261,46 @@ class DualViewCollator:
             else:
                 kept.append(encodings)
         if not kept:
-            raise ValueError(
-                f"All {len(examples)} samples of the batch were dropped ({', '.join(dropped)}): see the warnings "
-                f"above for each reason (too long: raise max_length / teacher_max_length). Stats: {self.stats}"
-            )
+            replacement = self._replacement()
+            if replacement is None:
+                raise ValueError(
+                    f"All {len(examples)} samples of the batch were dropped ({', '.join(dropped)}): see the warnings "
+                    f"above for each reason (too long: raise max_length / teacher_max_length). Stats: {self.stats}"
+                )
+            kept.append(replacement)
         batch: dict[str, torch.Tensor] = {}
         for index, view in enumerate(self.views):
             batch.update(self._pad_view(view, [encodings[index] for encodings in kept]))
         return batch
+
+    def set_fallback_dataset(self, dataset: Any, max_tries: int = 64) -> None:
+        """Where a replacement comes from when every sample of a batch is dropped (a map-style dataset).
+
+        A batch cannot be empty (every rank must run its forward), so rather than stopping the run, the collator
+        takes the next sample of ``dataset`` that encodes (in a fixed order, from a cursor that moves on at each
+        use) and counts it as ``replaced_empty_batch``: one good sample is then seen once more in the epoch.
+        """
+        self._fallback = dataset if dataset is not None and hasattr(dataset, "__getitem__") else None
+        self._fallback_tries = max_tries
+        self._fallback_cursor = 0
+
+    def _replacement(self) -> list[_Encoded] | None:
+        dataset = getattr(self, "_fallback", None)
+        if dataset is None or not len(dataset):
+            return None
+        for _ in range(min(self._fallback_tries, len(dataset))):
+            index = self._fallback_cursor % len(dataset)
+            self._fallback_cursor += 1
+            example = dataset[index]
+            encodings = self._encode_sample(example, f"replacement #{index}")
+            if encodings is not None:
+                self._count("replaced_empty_batch")
+                logger.warning(
+                    "DualViewCollator: every sample of a batch was dropped; trained on sample #%d instead. Stats: %s",
+                    index, self.stats,
+                )  # fmt: skip
+                return encodings
+        return None
 
     def _encode_sample(self, example: dict[str, Any], record: str) -> list[_Encoded] | None:
         """Render and tokenize ``example`` in every view; ``None`` if a view had to drop it."""

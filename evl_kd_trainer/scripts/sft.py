@@ -112,6 +112,7 @@ def run(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             processing_class=processor,
             peft_config=get_peft_config(model_args),
         )
+        trainer.data_collator.set_fallback_dataset(train_dataset)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     # As the alignment-handbook scripts do: train metrics and the log history (every logged term) beside the model.

@@ -208,6 +208,9 @@ class EVLDistillTrainer(NonfiniteGuardMixin, AtomicCheckpointMixin, SFTTrainer):
             peft_config=peft_config,
             **kwargs,
         )
+        if hasattr(self.data_collator, "set_fallback_dataset"):
+            # A batch whose every sample is dropped (bad images, over-long) is replaced, not fatal mid-epoch.
+            self.data_collator.set_fallback_dataset(self.train_dataset)
         self.teacher_processing_class = teacher_processing_class
         self.student_adapter = student_adapter
         self.teacher_adapter = teacher_adapter
@@ -520,7 +523,12 @@ class EVLDistillTrainer(NonfiniteGuardMixin, AtomicCheckpointMixin, SFTTrainer):
                     "cannot be restored."
                 )
             return
-        state = load_file(path, device=str(next(self.kd_method.parameters()).device))
+        try:
+            state = load_file(path, device=str(next(self.kd_method.parameters()).device))
+        except Exception as err:  # safetensors raises its own error type for a truncated header or data
+            raise OSError(
+                f"{path}: cannot read the aligner weights ({err}); the file is truncated or corrupt."
+            ) from err
         self.kd_method.load_state_dict(state)
 
     # ----------------------------------------------------------------------------------------- model card
