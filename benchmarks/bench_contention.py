@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SETTINGS: dict[str, dict[str, str]] = {
     "torch defaults (OpenMP spins)": {},
     "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "GOMP_SPINCOUNT=20000": {"GOMP_SPINCOUNT": "20000"},
+    "GOMP_SPINCOUNT=2000": {"GOMP_SPINCOUNT": "2000"},
     "1 thread (OMP_NUM_THREADS=1)": {"OMP_NUM_THREADS": "1"},
 }
 
@@ -74,7 +76,7 @@ def worker(steps: int, warmup: int, batch: int) -> None:
 
 def run_case(env_overrides: dict[str, str], busy: bool, steps: int, warmup: int, batch: int) -> dict:
     env = {**os.environ, **env_overrides, "PYTHONPATH": str(ROOT)}
-    for key in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS"):
+    for key in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT"):
         if key not in env_overrides:
             env.pop(key, None)
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
@@ -107,13 +109,15 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--batch", type=int, default=8, help="samples per step")
     parser.add_argument("--json", type=str, default=None, help="write the results here")
+    parser.add_argument("--settings", nargs="*", default=None, help=f"a subset of: {', '.join(SETTINGS)}")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.steps, args.warmup, args.batch)
         return 0
     rows = []
-    for name, env in SETTINGS.items():
+    chosen = args.settings or list(SETTINGS)
+    for name, env in ((name, SETTINGS[name]) for name in chosen):
         alone = run_case(env, busy=False, steps=args.steps, warmup=args.warmup, batch=args.batch)
         shared = run_case(env, busy=True, steps=args.steps, warmup=args.warmup, batch=args.batch)
         rows.append({"setting": name, "alone_s": alone["median_s"], "beside_busy_s": shared["median_s"]})

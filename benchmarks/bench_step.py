@@ -85,6 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "runs, off on CUDA, where one device cannot hold every case)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print model sizes and token counts, train nothing")
+    parser.add_argument(
+        "--full-logits",
+        action="store_true",
+        help="logit methods compute full-sequence logits (the behaviour before LM heads ran only where read)",
+    )
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # worker mode: one case, one JSON line
     parser.add_argument("--gated", action="store_true", help=argparse.SUPPRESS)  # worker waits for "go" per step
     args = parser.parse_args(argv)
@@ -129,6 +134,8 @@ def worker_command(case: str, name: str, args: argparse.Namespace, settings: Run
     cmd = [sys.executable, str(Path(__file__).resolve()), "--only", case, "--config", name]
     cmd += ["--steps", str(settings.steps), "--warmup", str(settings.warmup), "--device", settings.device.type]
     cmd += ["--threads", str(args.threads)]
+    if args.full_logits:
+        cmd += ["--full-logits"]
     for flag, value in (("--batch-size", args.batch_size), ("--grad-accum", args.grad_accum)):
         if value is not None:
             cmd += [flag, str(value)]
@@ -323,10 +330,30 @@ def dry_run(name: str, settings: RunSettings) -> dict[str, Any]:
     return info
 
 
+def use_full_sequence_logits() -> None:
+    """Every registered method asks for the whole sequence's logits (``logit_positions`` -> ``None``): the
+    before-picture of reading LM heads only at the positions a method uses, in the same harness."""
+    from evl_kd_trainer.methods import load_builtin_methods
+    from evl_kd_trainer.methods.base import DistillationMethod
+
+    load_builtin_methods()
+    for cls in _all_subclasses(DistillationMethod):
+        cls.logit_positions = lambda self, features, side: None
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_all_subclasses(sub)]
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.full_logits:
+        use_full_sequence_logits()
     if args.only is not None:
         settings = settings_for(args, args.config[0])
         result = run_case(args.only, settings, StepGate(enabled=args.gated))

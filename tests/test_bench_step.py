@@ -202,3 +202,14 @@ def test_interleaved_isolated_run_gives_each_process_its_own_steps(tmp_path):
         # the turn-taking protocol ran to the end: every worker reported its two timed steps and its own memory
         assert len(case["times_s"]) == 2 and all(t > 0 for t in case["times_s"]), name
         assert case["peak_mib"] >= case["before_mib"] > 0, name
+
+
+def test_logits_benchmark_quick_smoke_run(tmp_path):
+    """`bench_logits.py --quick`: both modes run and report (no timing is asserted)."""
+    out = tmp_path / "logits.json"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_logits.py"
+    cmd = [sys.executable, str(script), "--quick", "--repeats", "1", "--json", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    rows = json.loads(out.read_text())
+    assert [row["mode"] for row in rows] == ["full", "positions"]
+    assert all(row["median_s"] > 0 for row in rows)
