@@ -6,8 +6,7 @@ Heavy submodules (the trainer, model adapters, data pipeline) are imported lazil
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from evl_kd_trainer.lazy import lazy_getattr
 
 __version__ = "0.1.0.dev0"
 
@@ -25,7 +24,4 @@ _LAZY_EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_LAZY_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_EXPORTS:
-        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
-    raise AttributeError(f"module 'evl_kd_trainer' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)

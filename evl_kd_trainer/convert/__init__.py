@@ -7,8 +7,7 @@ does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from evl_kd_trainer.lazy import lazy_getattr
 
 _LAZY_EXPORTS = {
     "ConversionError": "evl_kd_trainer.convert.checkpoint_io",
@@ -20,7 +19,4 @@ _LAZY_EXPORTS = {
 __all__ = list(_LAZY_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_EXPORTS:
-        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
-    raise AttributeError(f"module 'evl_kd_trainer.convert' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)

@@ -5,8 +5,7 @@ Names are imported lazily, so ``evl-kd make-synthetic --help`` does not pay for 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from evl_kd_trainer.lazy import lazy_getattr
 
 _LAZY_EXPORTS: dict[str, str] = {
     "render_ecg": "evl_kd_trainer.ecg.render",
@@ -29,7 +28,4 @@ _LAZY_EXPORTS: dict[str, str] = {
 __all__ = list(_LAZY_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_EXPORTS:
-        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
-    raise AttributeError(f"module 'evl_kd_trainer.ecg' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY_EXPORTS)
