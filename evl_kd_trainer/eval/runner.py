@@ -20,8 +20,8 @@ from evl_kd_trainer.eval.records import SplitRecords, read_split
 from evl_kd_trainer.eval.report import markdown_table, plot_per_class, write_json, write_predictions
 
 if TYPE_CHECKING:
+    from evl_kd_trainer.eval.arguments import EvalArguments
     from evl_kd_trainer.eval.generate import BatchGenerator, Generation
-    from evl_kd_trainer.scripts.evaluate import EvalArguments
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _load(args: EvalArguments, index: int) -> BatchGenerator:
 
     from evl_kd_trainer.eval.generate import BatchGenerator, resolve_chat_template
     from evl_kd_trainer.models.loading import load_model, load_processor
-    from evl_kd_trainer.scripts.common import apply_pixel_budget
+    from evl_kd_trainer.models.pixels import apply_pixel_budget
 
     path = args.model_name_or_path[index]
     kwargs: dict[str, Any] = {"dtype": args.dtype}
@@ -185,7 +185,7 @@ def _check_pixel_budget(args: EvalArguments) -> None:
     if args.min_pixels is None and args.max_pixels is None:
         return
     from evl_kd_trainer.models.loading import load_processor
-    from evl_kd_trainer.scripts.common import has_pixel_budget
+    from evl_kd_trainer.models.pixels import has_pixel_budget
 
     if not any(has_pixel_budget(load_processor(path)) for path in args.model_name_or_path):
         raise ValueError(

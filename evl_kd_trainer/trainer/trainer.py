@@ -33,6 +33,7 @@ from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 
 from evl_kd_trainer.methods import DistillationMethod, DistillFeatures, get_method, load_builtin_methods, logits_at
+from evl_kd_trainer.models.base import unwrap_model
 from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
 from evl_kd_trainer.trainer.config import EVLDistillConfig
 from evl_kd_trainer.trainer.nonfinite import NonfiniteGuardMixin, refuse_nonfinite_weights
@@ -44,18 +45,8 @@ KD_MODULE_NAME = "kd_method"
 TEACHER_PREFIX = "teacher_"
 
 
-def unwrap_hf_model(model: nn.Module) -> nn.Module:
-    """The Hugging Face model inside DDP / DeepSpeed / accelerate / PEFT wrappers."""
-    seen = 0
-    while seen < 8:
-        seen += 1
-        if hasattr(model, "get_base_model") and callable(model.get_base_model):  # PEFT
-            model = model.get_base_model()
-        elif hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP, DeepSpeed engine
-            model = model.module
-        else:
-            break
-    return model
+# One unwrapping rule for the whole package (PEFT, DDP / DeepSpeed / accelerate, torch.compile); the old name stays.
+unwrap_hf_model = unwrap_model
 
 
 def _check_processor_matches(model: nn.Module, processor: Any, role: str) -> None:
