@@ -18,6 +18,7 @@ $(STAMP): setup.py setup.cfg constraints.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(TORCH_PIN) torch
 	DS_BUILD_OPS=0 $(PIP) install -q -c $(TORCH_PIN) -e ".[dev,deepspeed]"
+	$(PY) -c "from evl_kd_trainer.cli import warm_help_cache; warm_help_cache()"  # `evl-kd <cmd> --help` at once
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -33,6 +33,20 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _cached_help(command: str) -> str:
+    from evl_kd_trainer.scripts.help_cache import help_text
+
+    prog = f"evl-kd {command}"
+    return help_text(prog, lambda: importlib.import_module(SUBCOMMANDS[command][0]).main(["--help"], prog=prog))
+
+
+def warm_help_cache() -> None:
+    """Build the cached ``--help`` of every recipe command in one process (TRL imported once): `make install` runs
+    it, so that a user's first ``evl-kd distill --help`` is as fast as the next."""
+    for command in RECIPE_COMMANDS:
+        _cached_help(command)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
@@ -49,12 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prog = f"evl-kd {command}"
     if command in RECIPE_COMMANDS and rest in (["-h"], ["--help"]):
-        from evl_kd_trainer.scripts.help_cache import help_text
-
-        def print_help() -> object:
-            return importlib.import_module(SUBCOMMANDS[command][0]).main(rest, prog=prog)
-
-        print(help_text(prog, print_help), end="")
+        print(_cached_help(command), end="")
         return 0
     module = importlib.import_module(SUBCOMMANDS[command][0])
     # The usage line names the subcommand (`evl-kd distill`), not the console script alone.

@@ -105,3 +105,12 @@ def test_possible_hub_id_is_asked_once_with_a_short_timeout(tmp_path, monkeypatc
     ):
         check_model_path("ckpt/pulse", "teacher")
     assert time.perf_counter() - start < 10
+
+
+def test_warming_fills_the_cache_of_every_recipe_command(fresh_help_cache, capsys):
+    from evl_kd_trainer.cli import RECIPE_COMMANDS, warm_help_cache
+
+    warm_help_cache()
+    cached = sorted(path.name.rsplit("-", 1)[0] for path in (fresh_help_cache / "evl_kd_trainer" / "help").iterdir())
+    assert cached == sorted(f"evl-kd-{command}" for command in RECIPE_COMMANDS)
+    assert capsys.readouterr().out == ""  # warming prints nothing
