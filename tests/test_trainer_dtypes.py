@@ -9,7 +9,8 @@ import torch
 from transformers import TrainerCallback
 
 from evl_kd_trainer.testing import build_tiny_llava_next, build_tiny_qwen3_vl, make_tiny_vlm_dataset
-from evl_kd_trainer.trainer import EVLDistillConfig, EVLDistillTrainer
+from evl_kd_trainer.trainer import EVLDistillTrainer
+from tests.test_trainer import make_args
 
 METHOD_TERMS = {
     "sft": set(),
@@ -49,21 +50,7 @@ def test_bf16_teacher_and_fp32_student_train_every_method(tmp_path, method):
     teacher.model.register_forward_pre_hook(  # the trainer runs the teacher's base model (no LM head)
         lambda m, a, kw: teacher_lengths.append(kw["input_ids"].shape[1]), with_kwargs=True
     )
-    args = EVLDistillConfig(
-        output_dir=str(tmp_path / "out"),
-        kd_method=method,
-        max_steps=2,
-        per_device_train_batch_size=2,
-        bf16=False,
-        gradient_checkpointing=False,
-        use_cpu=True,
-        report_to="none",
-        logging_steps=1,
-        save_strategy="no",
-        learning_rate=1e-3,
-        seed=0,
-        disable_tqdm=True,
-    )
+    args = make_args(tmp_path, kd_method=method, max_steps=2)
     trainer = EVLDistillTrainer(
         student,
         teacher_model=teacher,

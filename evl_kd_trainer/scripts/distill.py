@@ -18,8 +18,6 @@ from evl_kd_trainer.scripts.args import DataArguments
 from evl_kd_trainer.scripts.cli_errors import run_cli, user_input
 from evl_kd_trainer.scripts.common import (
     apply_pixel_budget,
-    check_data_paths,
-    check_model_path,
     configure_collator,
     load_datasets,
     model_init_kwargs,
@@ -53,11 +51,7 @@ def run(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         model_args, data_args, training_args = parse_recipe_args(
             (ModelConfig, DataArguments, EVLDistillConfig), argv, description=__doc__, prog=prog, precheck=precheck
         )
-        check_model_path(model_args.model_name_or_path, "model_name_or_path")
-        if "teacher_model_name_or_path" in _model_keys(training_args):
-            check_model_path(training_args.teacher_model_name_or_path, "teacher_model_name_or_path")
-        check_data_paths(data_args)
-
+        # (the paths were checked by `precheck`, on the same values, before any config was built)
         from evl_kd_trainer.models.loading import load_processor
         from evl_kd_trainer.trainer.trainer import EVLDistillTrainer
 

@@ -20,8 +20,6 @@ from evl_kd_trainer.scripts.args import DataArguments
 from evl_kd_trainer.scripts.cli_errors import run_cli, user_input
 from evl_kd_trainer.scripts.common import (
     apply_pixel_budget,
-    check_data_paths,
-    check_model_path,
     collator_options,
     load_datasets,
     model_init_kwargs,
@@ -88,9 +86,7 @@ def run(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             prog=prog,
             precheck=lambda namespace: precheck_paths(namespace, ("model_name_or_path",)),
         )
-        check_model_path(model_args.model_name_or_path, "model_name_or_path")
-        check_data_paths(data_args)
-
+        # (the paths were checked by `precheck`, on the same values, before any config was built)
         from evl_kd_trainer.data.collator import DualViewCollator
         from evl_kd_trainer.data.lengths import resolve_max_lengths
         from evl_kd_trainer.models.loading import load_model, load_processor
