@@ -18,6 +18,7 @@ from evl_kd_trainer.losses.emkd import match_vision_tokens, vlad_loss, vsd_loss
 from evl_kd_trainer.methods import DistillFeatures, get_method, load_builtin_methods, logits_at, next_token_positions
 from evl_kd_trainer.models import capture_features, get_adapter, teacher_features
 from evl_kd_trainer.testing import build_tiny_llava_next, build_tiny_qwen3_vl, make_ecg_like_image
+from evl_kd_trainer.testing.method_args import method_args
 
 load_builtin_methods()
 LOGIT_METHODS = ("uld", "multilevel_ot", "dskd")
@@ -133,7 +134,7 @@ def _assert_same(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> 
 def test_logits_at_the_answer_positions_give_the_full_sequence_numbers(captured, name):
     c = captured
     torch.manual_seed(0)
-    method = get_method(name)(SimpleNamespace(), *c.dims)
+    method = get_method(name)(method_args(), *c.dims)
     old_terms, old_grads = _run(c, method, _full_logits(c))
     rows: dict[str, list[tuple[int, ...]]] = {"student": [], "teacher": []}
     new_terms, new_grads = _run(c, method, _logits_at_method_positions(c, method, rows))
@@ -151,8 +152,9 @@ def test_emkd_decodes_only_the_image_positions_with_the_full_sequence_numbers(ca
     """EM-KD reads no whole-sequence logits (it asks for none): it decodes the states at the image positions, which
     equals selecting those rows of full-sequence logits."""
     c = captured
-    method = get_method("emkd")(SimpleNamespace(), *c.dims)
-    assert not (method.needs_student_logits or method.needs_teacher_logits)
+    method = get_method("emkd")(method_args(), *c.dims)
+    request = method.request(method.args)
+    assert not (request.student_logits or request.teacher_logits)
 
     def full_then_select(features: DistillFeatures) -> dict[str, torch.Tensor]:
         s_full = c.student.lm_head(features.student_hidden)

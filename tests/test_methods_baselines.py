@@ -1,7 +1,5 @@
 """The baseline method classes on a synthetic DistillFeatures: terms, gradients and loss mixing."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from torch import nn
@@ -13,6 +11,7 @@ import evl_kd_trainer.methods.sft  # noqa: F401
 import evl_kd_trainer.methods.uld  # noqa: F401
 from evl_kd_trainer.losses.uld import uld_loss
 from evl_kd_trainer.methods.base import DistillFeatures, ModelDims, get_method
+from evl_kd_trainer.testing.method_args import method_args
 
 B, LS, LT, DS, DT, VS, VT = 2, 9, 11, 8, 12, 40, 30
 STUDENT, TEACHER = ModelDims(DS, DS, VS), ModelDims(DT, DT, VT)
@@ -54,6 +53,9 @@ def _features(seed: int = 0) -> DistillFeatures:
         teacher_logits=teacher_head(t_hidden),
         student_lm_head=student_head,
         teacher_lm_head=teacher_head,
+        # Tied input embeddings (as Qwen3-VL-2B's), frozen as DSKD reads them.
+        student_embed_tokens=nn.Embedding.from_pretrained(student_head.weight.detach()),
+        teacher_embed_tokens=nn.Embedding.from_pretrained(teacher_head.weight.detach()),
     )
 
 
@@ -68,7 +70,7 @@ EXPECTED_TERMS = {
 @pytest.mark.parametrize("name", sorted(EXPECTED_TERMS))
 def test_forward_gives_finite_named_terms_and_backward_works(name):
     feats = _features()
-    method = get_method(name)(SimpleNamespace(alpha=0.5), STUDENT, TEACHER)
+    method = get_method(name)(method_args(alpha=0.5), STUDENT, TEACHER)
     terms = method(feats)
     assert set(terms) == EXPECTED_TERMS[name] | {"kd_loss"}
     assert all(key.endswith("_loss") and torch.isfinite(v) and v.dim() == 0 for key, v in terms.items())
@@ -83,7 +85,7 @@ def test_forward_gives_finite_named_terms_and_backward_works(name):
 
 def test_uld_method_uses_next_token_positions_and_ce_plus_lambda():
     feats = _features(1)
-    method = get_method("uld")(SimpleNamespace(uld_lambda=1.5), STUDENT, TEACHER)
+    method = get_method("uld")(method_args(uld_lambda=1.5), STUDENT, TEACHER)
     terms = method(feats)
     # By hand: positions i whose *next* token is an answer token, i-th with i-th, truncated.
     per_sample = []
@@ -102,7 +104,7 @@ def test_uld_method_uses_next_token_positions_and_ce_plus_lambda():
 def test_logit_methods_ignore_non_answer_positions():
     for name in ("uld", "multilevel_ot"):
         feats = _features(2)
-        method = get_method(name)(SimpleNamespace(), STUDENT, TEACHER)
+        method = get_method(name)(method_args(), STUDENT, TEACHER)
         before = {k: v.item() for k, v in method(feats).items()}
         logits = feats.student_logits.detach().clone()
         logits[0, :3] = 25.0  # positions 0..2 predict prompt tokens 1..3 of sample 0
@@ -113,7 +115,7 @@ def test_logit_methods_ignore_non_answer_positions():
 
 
 def test_multilevel_ot_mixing():
-    method = get_method("multilevel_ot")(SimpleNamespace(mlot_lambda=2.0, mlot_seq_weight=0.1), STUDENT, TEACHER)
+    method = get_method("multilevel_ot")(method_args(mlot_lambda=2.0, mlot_seq_weight=0.1), STUDENT, TEACHER)
     terms = method(_features(3))
     kd = terms["mlot_token_loss"] + 0.1 * terms["mlot_seq_loss"]
     assert terms["kd_loss"].item() == pytest.approx(kd.item(), rel=1e-6)
@@ -121,7 +123,7 @@ def test_multilevel_ot_mixing():
 
 
 def test_dskd_mixing_and_projectors():
-    method = get_method("dskd")(SimpleNamespace(dskd_alpha=0.5), STUDENT, TEACHER)
+    method = get_method("dskd")(method_args(dskd_alpha=0.5), STUDENT, TEACHER)
     assert (method.query_proj.in_features, method.query_proj.out_features) == (2 * DS, 2 * DT)
     assert (method.t2s_proj.in_features, method.t2s_proj.out_features) == (DT, DS)
     assert (method.s2t_proj.in_features, method.s2t_proj.out_features) == (DS, DT)
@@ -136,18 +138,18 @@ def test_dskd_requires_input_ids():
     feats = _features()
     feats.student_input_ids = None
     with pytest.raises(ValueError, match="student_input_ids"):
-        get_method("dskd")(SimpleNamespace(), STUDENT, TEACHER)(feats)
+        get_method("dskd")(method_args(), STUDENT, TEACHER)(feats)
 
 
 def test_emkd_mixing_and_vocab_mode_check():
-    method = get_method("emkd")(SimpleNamespace(emkd_vsd_weight=0.5, emkd_vlad_weight=2.0), STUDENT, TEACHER)
-    assert not method.needs_visual  # it decodes the LM's own states at the image positions
+    method = get_method("emkd")(method_args(emkd_vsd_weight=0.5, emkd_vlad_weight=2.0), STUDENT, TEACHER)
+    assert not method.request(method.args).visual  # it decodes the LM's own states at the image positions
     terms = method(_features(5))
     kd = 0.5 * terms["vsd_loss"] + 2.0 * terms["vlad_loss"]
     assert terms["kd_loss"].item() == pytest.approx(kd.item(), rel=1e-6)
     assert method.total_loss(torch.tensor(1.0), terms).item() == pytest.approx(1.0 + kd.item(), rel=1e-6)
     with pytest.raises(ValueError, match="equal vocabularies"):
-        get_method("emkd")(SimpleNamespace(emkd_cross_vocab="same_vocab"), STUDENT, TEACHER)
+        get_method("emkd")(method_args(emkd_cross_vocab="same_vocab"), STUDENT, TEACHER)
 
 
 def test_emkd_decodes_the_last_layer_states_at_the_image_positions():
@@ -157,7 +159,7 @@ def test_emkd_decodes_the_last_layer_states_at_the_image_positions():
 
     feats = _features(7)
     feats.student_visual = feats.teacher_visual = None  # not read
-    terms = get_method("emkd")(SimpleNamespace(), STUDENT, TEACHER)(feats)
+    terms = get_method("emkd")(method_args(), STUDENT, TEACHER)(feats)
     s_text, t_text, text_mask = align_response_spans(
         feats.student_hidden, feats.student_response_mask, feats.teacher_hidden, feats.teacher_response_mask
     )
@@ -178,20 +180,20 @@ def test_emkd_decodes_the_last_layer_states_at_the_image_positions():
     used = feats.student_image_mask | feats.student_response_mask
     assert bool((grad[~used] == 0).all()) and bool((grad[feats.student_image_mask] > 0).all())
     with pytest.raises(ValueError, match="student_hidden_layer"):
-        get_method("emkd")(SimpleNamespace(student_hidden_layer=3), STUDENT, TEACHER)
+        get_method("emkd")(method_args(student_hidden_layer=3), STUDENT, TEACHER)
 
 
 def test_emkd_samples_without_images_contribute_nothing():
     feats = _features(6)
     feats.student_image_mask = torch.zeros_like(feats.student_image_mask)
-    terms = get_method("emkd")(SimpleNamespace(), STUDENT, TEACHER)(feats)
+    terms = get_method("emkd")(method_args(), STUDENT, TEACHER)(feats)
     assert terms["vsd_loss"].item() == 0.0 and terms["vlad_loss"].item() == 0.0
 
 
 def test_sft_method_is_plain_cross_entropy():
+    # Never active and reading no teacher: the trainer runs SFTTrainer's own loss (test_trainer checks the values).
     cls = get_method("sft")
-    assert cls.needs_teacher is False
-    method = cls(SimpleNamespace(alpha=0.5), STUDENT, TEACHER)
-    terms = method(None)
-    assert terms == {"kd_loss": torch.tensor(0.0)}
-    assert method.total_loss(torch.tensor(1.25), terms).item() == 1.25
+    args = method_args(kd_method="sft", alpha=0.5)
+    assert cls.request(args).teacher is False
+    assert cls.active_for(args) is False
+    assert list(cls(args, STUDENT, TEACHER).parameters()) == []

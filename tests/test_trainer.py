@@ -230,7 +230,7 @@ def test_samples_the_collator_drops_are_counted_in_the_logs(tmp_path):
 
 def test_zero_weight_skips_its_term(tmp_path):
     trainer = make_trainer(tmp_path, lambda_ot=0.0, max_steps=2)
-    assert trainer.kd_method.visual_projector is None and not trainer.kd_method.needs_visual
+    assert trainer.kd_method.visual_projector is None and not trainer.kd_request.visual
     trainer.train()
     logs = step_logs(trainer)
     assert all("ot_loss" not in e and "mhca_loss" in e for e in logs)

@@ -1,46 +1,41 @@
-"""Distillation methods, one module per method, registered by name for ``kd_method``."""
+"""Distillation methods, one folder per method (``methods/<name>/``), registered by name for ``kd_method``.
+
+The built-in methods are found by scanning this package (:func:`builtin_method_names`); see ``docs/extending.md``.
+"""
 
 from __future__ import annotations
 
-import importlib
-
-from evl_kd_trainer.methods.base import (
-    METHOD_REGISTRY,
-    DistillationMethod,
+from evl_kd_trainer.methods.base import DistillationMethod, ModelDims
+from evl_kd_trainer.methods.features import (
     DistillFeatures,
-    ModelDims,
-    get_method,
     logits_at,
     next_token_positions,
     next_token_response_mask,
-    register_method,
     response_logits,
 )
-
-# Built-in methods, imported on demand so that `import evl_kd_trainer.methods` stays light.
-BUILTIN_METHOD_MODULES = ("evl", "sft", "uld", "multilevel_ot", "dskd", "emkd")
-
-
-def load_builtin_methods() -> None:
-    """Import every built-in method module so that each registers itself."""
-    for name in BUILTIN_METHOD_MODULES:
-        module = f"evl_kd_trainer.methods.{name}"
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a method whose module is absent is simply not offered
-            if err.name != module:
-                raise
-
+from evl_kd_trainer.methods.registry import (
+    METHOD_REGISTRY,
+    builtin_method_names,
+    get_method,
+    load_builtin_methods,
+    method_config_classes,
+    method_names,
+    register_method,
+)
+from evl_kd_trainer.methods.request import FeatureRequest
 
 __all__ = [
-    "BUILTIN_METHOD_MODULES",
     "METHOD_REGISTRY",
     "DistillFeatures",
     "DistillationMethod",
+    "FeatureRequest",
     "ModelDims",
+    "builtin_method_names",
     "get_method",
     "load_builtin_methods",
     "logits_at",
+    "method_config_classes",
+    "method_names",
     "next_token_positions",
     "next_token_response_mask",
     "register_method",

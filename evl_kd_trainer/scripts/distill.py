@@ -30,11 +30,10 @@ PROG = "evl-kd distill"
 
 
 def _model_keys(namespace: Any) -> tuple[str, ...]:
-    from evl_kd_trainer.methods import get_method, load_builtin_methods
+    from evl_kd_trainer.methods import get_method
 
-    load_builtin_methods()
     try:
-        needs_teacher = get_method(namespace.kd_method).needs_teacher
+        needs_teacher = get_method(namespace.kd_method).request(namespace).teacher
     except (KeyError, ValueError):
         needs_teacher = True  # an unknown method is reported by the config's own check, with the known names
     return ("model_name_or_path", "teacher_model_name_or_path") if needs_teacher else ("model_name_or_path",)

@@ -3,146 +3,104 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
 from trl import SFTConfig
 
+from evl_kd_trainer.methods.evl.config import MHCA_REDUCTIONS  # noqa: F401  (re-exported: the old import path)
+from evl_kd_trainer.methods.registry import get_method, method_config_classes
 from evl_kd_trainer.trainer.secrets import SecretFreeArgs
 
 KD_TOKEN_SCOPES = ("all", "response")
-MHCA_REDUCTIONS = ("mean", "sum")
 NONFINITE_ACTIONS = ("error", "skip")
+# Each built-in method's own fields (`methods/<name>/config.py`) join the config as a mixin: one place per default.
+METHOD_CONFIGS = method_config_classes()
 
 
 @dataclass(repr=False)  # `SecretFreeArgs.__repr__` masks the Hub token; a generated one would print it
-class EVLDistillConfig(SecretFreeArgs, SFTConfig):
+class EVLDistillConfig(SecretFreeArgs, *METHOD_CONFIGS, SFTConfig):
     r"""
-    Configuration of [`EVLDistillTrainer`]: everything of [`~trl.SFTConfig`] plus the distillation settings.
+        Configuration of [`EVLDistillTrainer`]: everything of [`~trl.SFTConfig`] plus the distillation settings.
 
-    The training objective (paper section 2.4) is
+        The training objective (paper section 2.4) is
 
-        L = (1 - alpha) * L_CE + alpha * (lambda_mhca * L_mhca + lambda_rel * L_rel + lambda_ot * L_ot)
+            L = (1 - alpha) * L_CE + alpha * (lambda_mhca * L_mhca + lambda_rel * L_rel + lambda_ot * L_ot)
 
-    and the defaults are the paper's best values (Table 4: alpha 0.3, lambda_m 1.0, lambda_r 0.03,
-    lambda_ot 0.1, h 8) with the Sinkhorn regularisation fixed at 0.1 (Appendix C.1).
+        and the defaults are the paper's best values (Table 4: alpha 0.3, lambda_m 1.0, lambda_r 0.03,
+        lambda_ot 0.1, h 8) with the Sinkhorn regularisation fixed at 0.1 (Appendix C.1).
 
-    A pickled config (`training_args.bin` in `output_dir`, checkpoints and Hub pushes) holds no Hub token:
-    `hub_token` and any `token` inside `*_init_kwargs` are stored as `None` (and masked in `str` / `to_dict`).
+        A pickled config (`training_args.bin` in `output_dir`, checkpoints and Hub pushes) holds no Hub token:
+        `hub_token` and any `token` inside `*_init_kwargs` are stored as `None` (and masked in `str` / `to_dict`).
 
-    Parameters:
-        > Parameters that control the teacher
+        Parameters:
+            > Parameters that control the teacher
 
-        teacher_model_name_or_path (`str`, *optional*):
-            Path or Hub id of the teacher, used when the trainer gets no `teacher_model`. LLaVA-NeXT checkpoints in
-            the original LLaVA format (PULSE-7B) must first go through `evl-kd convert-llava`.
-        teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
-            Keyword arguments for loading the teacher from a path (e.g. `{"dtype": "bfloat16"}`).
+            teacher_model_name_or_path (`str`, *optional*):
+                Path or Hub id of the teacher, used when the trainer gets no `teacher_model`. LLaVA-NeXT checkpoints in
+                the original LLaVA format (PULSE-7B) must first go through `evl-kd convert-llava`.
+            teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
+                Keyword arguments for loading the teacher from a path (e.g. `{"dtype": "bfloat16"}`).
 
-        > Parameters that control the distillation objective
+            > Parameters that control the distillation objective
 
-        kd_method (`str`, *optional*, defaults to `"evl"`):
-            Distillation method, by registered name: `"evl"` (EVL-ECG) or a baseline of the paper's Table 1
-            (`"sft"`, `"uld"`, `"multilevel_ot"`, `"dskd"`, `"emkd"`) when installed.
-        alpha (`float`, *optional*, defaults to `0.3`):
-            Weight of the distillation terms against the cross-entropy, in [0, 1]. `0` reproduces SFT exactly.
-        lambda_mhca (`float`, *optional*, defaults to `1.0`):
-            Weight of the multi-head cross-attention alignment loss (paper 2.2). `0` skips the term.
-        lambda_rel (`float`, *optional*, defaults to `0.03`):
-            Weight of the relational distance/angle loss (paper 2.3, equation 1). `0` skips the term.
-        lambda_ot (`float`, *optional*, defaults to `0.1`):
-            Weight of the Sinkhorn optimal-transport loss on visual tokens (paper 2.1). `0` skips the term.
-        mhca_num_heads (`int`, *optional*, defaults to `8`):
-            Number of heads `h` of the cross-attention aligner; must divide the student's hidden size.
-        sinkhorn_epsilon (`float`, *optional*, defaults to `0.1`):
-            Entropic regularisation `eps` of the Sinkhorn plan (paper 2.1; fixed to 0.1 in Appendix C.1).
-        sinkhorn_max_iter (`int`, *optional*, defaults to `1000`):
-            Cap on the log-domain Sinkhorn iterations that polish GeomLoss's annealed plan to marginal error 1e-4
-            (a warning names this field when the cap is hit; the plan is used as it is).
-        mhca_reduction (`str`, *optional*, defaults to `"mean"`):
-            `"mean"`: MSE over positions and features; `"sum"`: squared norm summed over features, averaged over
-            positions (section 2.2 as printed). `"mean"` is the scale at which the paper's lambda ranges make sense.
-        student_hidden_layer (`int`, *optional*, defaults to `-1`):
-            Student layer whose hidden states feed L_mhca and L_rel: `-1` is the final-norm output, `k >= 0` the
-            output of decoder layer `k`.
-        teacher_hidden_layer (`int`, *optional*, defaults to `-1`):
-            Same for the teacher.
-        kd_token_scope (`str`, *optional*, defaults to `"all"`):
-            Token positions L_mhca and L_rel use: `"all"` (every non-padding token of each view) or `"response"`
-            (only the assistant answer tokens of each view).
-        aligner_learning_rate (`float`, *optional*, defaults to `5e-4`):
-            Learning rate of the aligner modules (cross-attention aligner and projectors), trained in their own
-            parameter group ("projector LR" of the paper's Tables 2-3).
-        projector_learning_rate (`float`, *optional*):
-            Learning rate of the student's own vision-language projector (Qwen-VL's merger), as in stage 1; `None`
-            trains it at `learning_rate`. The paper's Table 3 gives one "projector LR" (5e-4) for the KD phase;
-            its recipe applies it to the aligners and to this projector alike.
-        nonfinite_kd_action (`str`, *optional*, defaults to `"error"`):
-            What to do when a distillation term, the cross-entropy or the gradient norm of an update is NaN or
-            infinite (checked on all ranks together, before the optimizer steps): `"error"` raises naming the step
-            and what was non-finite, before any weight changes; `"skip"` drops the step's whole optimizer update,
-            counts it (`skipped_nonfinite_steps` in the logs), logs the step's real loss and leaves it out of
-            `train_loss`. `"skip"` is refused under DeepSpeed and fp16 (their own optimizer step / loss scaler
-            cannot be told to skip). Under fp16 the loss scaler handles non-finite gradients itself (only the loss
-            terms are checked); under DeepSpeed the gradient norm is read after the engine's own step (which its
-            overflow check drops under fp32/fp16), so `"error"` stops at that step, before anything is saved. In
-            evaluation nothing is skipped and `eval_loss` comes out NaN. Saving refuses weights holding NaN or inf.
-        max_consecutive_skipped_steps (`int`, *optional*, defaults to `10`):
-            Under `nonfinite_kd_action="skip"`, the run stops with an error once more than this many updates in a
-            row were skipped (a diverged run would otherwise "train" on without learning anything).
-        teacher_max_length (`int`, *optional*):
-            Longest teacher view in tokens (image tokens included); longer samples are cut after their image or
-            dropped (counted in the collator's `stats`) before any forward. `None`: the teacher's own context
-            (`max_position_embeddings` of its text config; 4096 for PULSE's Vicuna). `max_length` (`None`) likewise
-            defaults to the student's context.
-        teacher_chat_template (`str`, *optional*):
-            Name (`"llava_v1"`, `"qwen_vl"`, `"qwen2_vl"`) or Jinja text of the teacher's conversation template,
-            when its processor carries none or the wrong one.
-        student_chat_template (`str`, *optional*):
-            Same for the student. By default the student processor's template is used; one without
-            `{% generation %}` markers (the released Qwen-VL templates) is replaced by the registered template
-            of its family, which renders the same conversation and marks the answers for the labels.
+            kd_method (`str`, *optional*, defaults to `"evl"`):
+                Distillation method, by registered name: `"evl"` (EVL-ECG) or a baseline of the paper's Table 1
+                (`"sft"`, `"uld"`, `"multilevel_ot"`, `"dskd"`, `"emkd"`), `"hidden_mse"`, or any method registered with
+                `register_method`. Each method's own fields are listed below, under its name.
+            alpha (`float`, *optional*, defaults to `0.3`):
+                Weight of the distillation terms against the cross-entropy, in [0, 1], for the methods that mix
+                convexly (`evl`, `hidden_mse`). `0` reproduces SFT exactly.
+            student_hidden_layer (`int`, *optional*, defaults to `-1`):
+                Student layer whose hidden states feed L_mhca and L_rel: `-1` is the final-norm output, `k >= 0` the
+                output of decoder layer `k`.
+            teacher_hidden_layer (`int`, *optional*, defaults to `-1`):
+                Same for the teacher.
+            kd_token_scope (`str`, *optional*, defaults to `"all"`):
+                Token positions L_mhca and L_rel use: `"all"` (every non-padding token of each view) or `"response"`
+                (only the assistant answer tokens of each view).
+            aligner_learning_rate (`float`, *optional*, defaults to `5e-4`):
+                Learning rate of the aligner modules (cross-attention aligner and projectors), trained in their own
+                parameter group ("projector LR" of the paper's Tables 2-3).
+            projector_learning_rate (`float`, *optional*):
+                Learning rate of the student's own vision-language projector (Qwen-VL's merger), as in stage 1; `None`
+                trains it at `learning_rate`. The paper's Table 3 gives one "projector LR" (5e-4) for the KD phase;
+                its recipe applies it to the aligners and to this projector alike.
+            nonfinite_kd_action (`str`, *optional*, defaults to `"error"`):
+                What to do when a distillation term, the cross-entropy or the gradient norm of an update is NaN or
+                infinite (checked on all ranks together, before the optimizer steps): `"error"` raises naming the step
+                and what was non-finite, before any weight changes; `"skip"` drops the step's whole optimizer update,
+                counts it (`skipped_nonfinite_steps` in the logs), logs the step's real loss and leaves it out of
+                `train_loss`. `"skip"` is refused under DeepSpeed and fp16 (their own optimizer step / loss scaler
+                cannot be told to skip). Under fp16 the loss scaler handles non-finite gradients itself (only the loss
+                terms are checked); under DeepSpeed the gradient norm is read after the engine's own step (which its
+                overflow check drops under fp32/fp16), so `"error"` stops at that step, before anything is saved. In
+                evaluation nothing is skipped and `eval_loss` comes out NaN. Saving refuses weights holding NaN or inf.
+            max_consecutive_skipped_steps (`int`, *optional*, defaults to `10`):
+                Under `nonfinite_kd_action="skip"`, the run stops with an error once more than this many updates in a
+                row were skipped (a diverged run would otherwise "train" on without learning anything).
+            teacher_max_length (`int`, *optional*):
+                Longest teacher view in tokens (image tokens included); longer samples are cut after their image or
+                dropped (counted in the collator's `stats`) before any forward. `None`: the teacher's own context
+                (`max_position_embeddings` of its text config; 4096 for PULSE's Vicuna). `max_length` (`None`) likewise
+                defaults to the student's context.
+            teacher_chat_template (`str`, *optional*):
+                Name (`"llava_v1"`, `"qwen_vl"`, `"qwen2_vl"`) or Jinja text of the teacher's conversation template,
+                when its processor carries none or the wrong one.
+            student_chat_template (`str`, *optional*):
+                Same for the student. By default the student processor's template is used; one without
+                `{% generation %}` markers (the released Qwen-VL templates) is replaced by the registered template
+                of its family, which renders the same conversation and marks the answers for the labels.
 
-        > Parameters that control resuming
+            > Parameters that control resuming
 
-        allow_partial_resume (`bool`, *optional*, defaults to `False`):
-            Resume from a checkpoint that lacks its optimizer, scheduler or aligner file, continuing with fresh
-            state for what is missing (with a warning). By default such a checkpoint is an error naming the file.
-            `resume_from_checkpoint=True` takes the newest complete `checkpoint-N` of `output_dir` either way.
+            allow_partial_resume (`bool`, *optional*, defaults to `False`):
+                Resume from a checkpoint that lacks its optimizer, scheduler or aligner file, continuing with fresh
+                state for what is missing (with a warning). By default such a checkpoint is an error naming the file.
+                `resume_from_checkpoint=True` takes the newest complete `checkpoint-N` of `output_dir` either way.
 
-        > Parameters of the baseline methods (used only by the method that reads them)
-
-        uld_lambda (`float`, *optional*, defaults to `1.5`):
-            ULD: weight of the universal logit distillation term, `CE + lambda * L_uld`.
-        mlot_lambda (`float`, *optional*, defaults to `1.5`):
-            MultiLevelOT: weight of `token + mlot_seq_weight * sequence` added to CE (the authors' `distil_factor`).
-        mlot_log_weight (`float`, *optional*, defaults to `0.1`):
-            MultiLevelOT: weight of the log (cross-entropy-like) part of the token-level term.
-        mlot_seq_weight (`float`, *optional*, defaults to `0.1`):
-            MultiLevelOT: weight of the sequence-level Sinkhorn term.
-        mlot_topk (`int`, *optional*, defaults to `50`):
-            MultiLevelOT: number of sorted top probabilities compared.
-        mlot_sinkhorn_reg (`float`, *optional*, defaults to `0.1`):
-            MultiLevelOT: Sinkhorn regularisation of the sequence-level term.
-        mlot_sinkhorn_iters (`int`, *optional*, defaults to `20`):
-            MultiLevelOT: Sinkhorn iterations of the sequence-level term.
-        dskd_alpha (`float`, *optional*, defaults to `0.5`):
-            DSKD: its own mix `(1 - dskd_alpha) * CE + dskd_alpha * KD` (the method's `kd_rate`).
-        dskd_temperature (`float`, *optional*, defaults to `2.0`):
-            DSKD: distillation temperature.
-        dskd_projector_lr (`float`, *optional*, defaults to `1e-3`):
-            DSKD: learning rate of its projectors (used instead of `aligner_learning_rate` for that method).
-        emkd_cross_vocab (`str`, *optional*, defaults to `"sorted_probs"`):
-            EM-KD: how vision logits of different vocabularies are compared (`"sorted_probs"`, or `"same_vocab"`
-            when teacher and student share a vocabulary).
-        emkd_topk (`int`, *optional*, defaults to `64`):
-            EM-KD: sorted probabilities kept per vision token for the cross-vocabulary comparison.
-        emkd_temperature (`float`, *optional*, defaults to `1.0`):
-            EM-KD: temperature of the vision logits.
-        emkd_vsd_weight (`float`, *optional*, defaults to `1.0`):
-            EM-KD: weight of the vision-semantic distillation (reverse KL) term.
-        emkd_vlad_weight (`float`, *optional*, defaults to `1.0`):
-            EM-KD: weight of the vision-language affinity distillation (SmoothL1) term.
+    {method_parameters}
     """
 
     teacher_model_name_or_path: str | None = field(
@@ -159,20 +117,6 @@ class EVLDistillConfig(SecretFreeArgs, SFTConfig):
     )
     alpha: float = field(
         default=0.3, metadata={"help": "Weight of the distillation terms against CE, in [0, 1] (paper 2.4)."}
-    )
-    lambda_mhca: float = field(default=1.0, metadata={"help": "Weight of L_mhca (paper 2.2); 0 skips it."})
-    lambda_rel: float = field(default=0.03, metadata={"help": "Weight of L_rel (paper 2.3, eq. 1); 0 skips it."})
-    lambda_ot: float = field(default=0.1, metadata={"help": "Weight of L_ot (paper 2.1); 0 skips it."})
-    mhca_num_heads: int = field(default=8, metadata={"help": "Heads h of the cross-attention aligner."})
-    sinkhorn_epsilon: float = field(
-        default=0.1, metadata={"help": "Entropic regularisation eps of the Sinkhorn plan (paper 2.1)."}
-    )
-    sinkhorn_max_iter: int = field(
-        default=1000, metadata={"help": "Cap on the Sinkhorn polishing iterations (warned about when hit)."}
-    )
-    mhca_reduction: str = field(
-        default="mean",
-        metadata={"help": "L_mhca reduction: 'mean' (MSE) or 'sum' (sum over features, section 2.2 as printed)."},
     )
     student_hidden_layer: int = field(
         default=-1, metadata={"help": "Student layer for L_mhca/L_rel: -1 final norm, k >= 0 decoder layer k."}
@@ -219,24 +163,6 @@ class EVLDistillConfig(SecretFreeArgs, SFTConfig):
         default=False,
         metadata={"help": "Resume from a checkpoint missing its optimizer/scheduler/aligner file, with fresh state."},
     )
-    uld_lambda: float = field(default=1.5, metadata={"help": "ULD: weight of L_uld in CE + lambda * L_uld."})
-    mlot_lambda: float = field(default=1.5, metadata={"help": "MultiLevelOT: weight of token + seq_weight * sequence."})
-    mlot_log_weight: float = field(default=0.1, metadata={"help": "MultiLevelOT: weight of the token-level log term."})
-    mlot_seq_weight: float = field(default=0.1, metadata={"help": "MultiLevelOT: weight of the sequence-level term."})
-    mlot_topk: int = field(default=50, metadata={"help": "MultiLevelOT: sorted top-k probabilities compared."})
-    mlot_sinkhorn_reg: float = field(default=0.1, metadata={"help": "MultiLevelOT: Sinkhorn regularisation."})
-    mlot_sinkhorn_iters: int = field(default=20, metadata={"help": "MultiLevelOT: Sinkhorn iterations."})
-    dskd_alpha: float = field(default=0.5, metadata={"help": "DSKD: (1 - dskd_alpha) * CE + dskd_alpha * KD."})
-    dskd_temperature: float = field(default=2.0, metadata={"help": "DSKD: distillation temperature."})
-    dskd_projector_lr: float = field(default=1e-3, metadata={"help": "DSKD: learning rate of its projectors."})
-    emkd_cross_vocab: str = field(
-        default="sorted_probs",
-        metadata={"help": "EM-KD: cross-vocabulary comparison of vision logits: 'sorted_probs' or 'same_vocab'."},
-    )
-    emkd_topk: int = field(default=64, metadata={"help": "EM-KD: sorted probabilities kept per vision token."})
-    emkd_temperature: float = field(default=1.0, metadata={"help": "EM-KD: temperature of the vision logits."})
-    emkd_vsd_weight: float = field(default=1.0, metadata={"help": "EM-KD: weight of the VSD (reverse KL) term."})
-    emkd_vlad_weight: float = field(default=1.0, metadata={"help": "EM-KD: weight of the VLAD (SmoothL1) term."})
 
     def __post_init__(self) -> None:
         # Our fields first: they do not depend on SFTConfig's resolution, and a typo in a distillation weight should
@@ -254,14 +180,6 @@ class EVLDistillConfig(SecretFreeArgs, SFTConfig):
     def _check_ranges(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"`alpha` must be in [0, 1], got {self.alpha}.")
-        if not 0.0 <= self.dskd_alpha <= 1.0:
-            raise ValueError(f"`dskd_alpha` must be in [0, 1], got {self.dskd_alpha}.")
-        nonnegative = ("lambda_mhca", "lambda_rel", "lambda_ot", "uld_lambda", "mlot_lambda", "mlot_log_weight")
-        nonnegative += ("mlot_seq_weight", "emkd_vsd_weight", "emkd_vlad_weight")
-        for name in nonnegative:
-            value = getattr(self, name)
-            if value < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {value}.")
         if self.nonfinite_kd_action == "skip":
             deepspeed = self.deepspeed is not None or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
             if deepspeed or self.fp16:
@@ -272,35 +190,30 @@ class EVLDistillConfig(SecretFreeArgs, SFTConfig):
                 )
         if self.projector_learning_rate is not None and self.projector_learning_rate <= 0:
             raise ValueError(f"`projector_learning_rate` must be > 0, got {self.projector_learning_rate}.")
-        positive = ("sinkhorn_epsilon", "aligner_learning_rate", "mlot_sinkhorn_reg", "dskd_temperature")
-        for name in (*positive, "emkd_temperature"):
-            value = getattr(self, name)
-            if not value > 0:
-                raise ValueError(f"`{name}` must be > 0, got {value}.")
+        if not self.aligner_learning_rate > 0:
+            raise ValueError(f"`aligner_learning_rate` must be > 0, got {self.aligner_learning_rate}.")
         if self.teacher_max_length is not None and self.teacher_max_length < 1:
             raise ValueError(f"`teacher_max_length` must be >= 1, got {self.teacher_max_length}.")
-        if self.dskd_projector_lr <= 0:
-            raise ValueError(f"`dskd_projector_lr` must be > 0, got {self.dskd_projector_lr}.")
-        for name in ("mhca_num_heads", "mlot_topk", "mlot_sinkhorn_iters", "emkd_topk", "sinkhorn_max_iter"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {value}.")
         if self.max_consecutive_skipped_steps < 1:
             raise ValueError(
                 f"`max_consecutive_skipped_steps` must be >= 1, got {self.max_consecutive_skipped_steps} (to stop at the "
                 "first non-finite update, use `nonfinite_kd_action='error'`)."
             )
-        choices = {
-            "mhca_reduction": MHCA_REDUCTIONS,
-            "kd_token_scope": KD_TOKEN_SCOPES,
-            "nonfinite_kd_action": NONFINITE_ACTIONS,
-            "emkd_cross_vocab": ("sorted_probs", "same_vocab"),
-        }
+        choices = {"kd_token_scope": KD_TOKEN_SCOPES, "nonfinite_kd_action": NONFINITE_ACTIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
-        # Resolve the method name now, so a typo in a recipe fails before any model loads.
-        from evl_kd_trainer.methods import get_method, load_builtin_methods
+        # Every method's own range checks (its fields are set whichever method runs), then what the selected method
+        # cannot run with; resolving the name here makes a typo in a recipe fail before any model loads.
+        for config_class in METHOD_CONFIGS:
+            config_class.check(self)
+        get_method(self.kd_method).check_args(self)
 
-        load_builtin_methods()
-        get_method(self.kd_method)
+
+def _method_parameters_doc() -> str:
+    """The docstring entries of every method's own fields, one section per method, in TRL's format."""
+    sections = [textwrap.indent(textwrap.dedent(cls.__doc__ or "").strip(), " " * 8) for cls in METHOD_CONFIGS]
+    return "\n\n".join(sections)
+
+
+EVLDistillConfig.__doc__ = EVLDistillConfig.__doc__.replace("{method_parameters}", _method_parameters_doc())

@@ -8,35 +8,8 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from evl_kd_trainer import __version__
-
-METHOD_TITLES = {
-    "evl": "EVL-ECG (multi-head cross-attention alignment, relational matching, Sinkhorn OT on visual tokens)",
-    "sft": "supervised fine-tuning (no teacher)",
-    "uld": "Universal Logit Distillation (Boizard et al., 2025)",
-    "multilevel_ot": "Multi-Level Optimal Transport (Cui et al., 2024)",
-    "dskd": "Dual-Space KD with cross-model attention (Zhang et al., 2024)",
-    "emkd": "EM-KD (Feng et al., 2025)",
-}
-
-METHOD_WEIGHTS = {
-    "evl": (
-        "alpha",
-        "lambda_mhca",
-        "lambda_rel",
-        "lambda_ot",
-        "mhca_num_heads",
-        "sinkhorn_epsilon",
-        "kd_token_scope",
-        "mhca_reduction",
-        "student_hidden_layer",
-        "teacher_hidden_layer",
-    ),
-    "sft": (),
-    "uld": ("uld_lambda",),
-    "multilevel_ot": ("mlot_lambda", "mlot_topk", "mlot_log_weight", "mlot_seq_weight", "mlot_sinkhorn_reg"),
-    "dskd": ("dskd_alpha", "dskd_temperature", "dskd_projector_lr"),
-    "emkd": ("emkd_cross_vocab", "emkd_topk", "emkd_temperature", "emkd_vsd_weight", "emkd_vlad_weight"),
-}
+from evl_kd_trainer.methods import get_method
+from evl_kd_trainer.models.base import unwrap_model
 
 
 def _model_id(model: Any) -> str | None:
@@ -82,13 +55,11 @@ def _hub_dataset_ids(names: list[str]) -> list[str]:
 def build_model_card(trainer: Any, model_name: str, dataset_name: str | None = None, tags: Any = None) -> ModelCard:
     """Build the card of ``trainer``'s student: base student, teacher (name and revision), method and its
     weights, datasets, evaluation metrics when present, tags."""
-    from evl_kd_trainer.trainer.trainer import unwrap_hf_model
-
     args = trainer.args
     method = args.kd_method
-    student = unwrap_hf_model(trainer.model)
+    student = unwrap_model(trainer.model)
     base_student = _model_id(student)
-    teacher = unwrap_hf_model(trainer.teacher_model) if trainer.teacher_model is not None else None
+    teacher = unwrap_model(trainer.teacher_model) if trainer.teacher_model is not None else None
     teacher_name = (_model_id(teacher) if teacher is not None else None) or trainer._teacher_name
     teacher_name = teacher_name or args.teacher_model_name_or_path
     teacher_kwargs = args.teacher_model_init_kwargs if isinstance(args.teacher_model_init_kwargs, dict) else {}
@@ -112,7 +83,8 @@ def build_model_card(trainer: Any, model_name: str, dataset_name: str | None = N
         tags=sorted(tag_set),
         model_name=model_name,
     )
-    weights = {name: getattr(args, name) for name in METHOD_WEIGHTS.get(method, ())}
+    method_cls = get_method(method)
+    weights = method_cls.card_settings(args)
     lines = [
         f"# {model_name}",
         "",
@@ -123,7 +95,7 @@ def build_model_card(trainer: Any, model_name: str, dataset_name: str | None = N
         "",
         f"- **Student (base model):** {base_student or 'a model built in-process'}",
         f"- **Teacher:** {teacher_name or 'none'}" + (f" (revision `{teacher_revision}`)" if teacher_revision else ""),
-        f"- **Method:** `{method}`: {METHOD_TITLES.get(method, method)}",
+        f"- **Method:** `{method}`: {method_cls.title or method}",
     ]
     if weights:
         lines.append("- **Method settings:** " + ", ".join(f"`{k}={v}`" for k, v in weights.items()))

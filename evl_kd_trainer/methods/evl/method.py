@@ -8,7 +8,9 @@ import torch
 
 from evl_kd_trainer.aligners import CrossAttentionAligner, VisualProjector
 from evl_kd_trainer.losses import mhca_loss, relational_loss, sinkhorn_ot_loss
-from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, ModelDims, register_method
+from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest, ModelDims
+from evl_kd_trainer.methods.evl.config import EVLConfig
+from evl_kd_trainer.methods.registry import register_method
 
 
 @register_method("evl")
@@ -26,7 +28,9 @@ class EVLMethod(DistillationMethod):
     modules do not exist and DDP sees no unused parameters.
     """
 
-    name = "evl"
+    config_class = EVLConfig
+    title = "EVL-ECG (multi-head cross-attention alignment, relational matching, Sinkhorn OT on visual tokens)"
+    shared_fields = ("alpha", "kd_token_scope", "student_hidden_layer", "teacher_hidden_layer")
 
     def __init__(self, args: Any, student_dims: ModelDims, teacher_dims: ModelDims) -> None:
         super().__init__(args, student_dims, teacher_dims)
@@ -45,12 +49,15 @@ class EVLMethod(DistillationMethod):
     @classmethod
     def active_for(cls, args: Any) -> bool:
         """``alpha > 0`` and at least one term weighted: with every lambda at 0 the run is plain SFT."""
-        weights = (float(getattr(args, name, 0.0)) for name in ("lambda_mhca", "lambda_rel", "lambda_ot"))
-        return float(getattr(args, "alpha", 0.0)) > 0.0 and any(w > 0.0 for w in weights)
+        weights = (args.lambda_mhca, args.lambda_rel, args.lambda_ot)
+        return args.alpha > 0.0 and any(w > 0.0 for w in weights)
 
-    @property
-    def needs_visual(self) -> bool:  # type: ignore[override]
-        return self.visual_projector is not None
+    @classmethod
+    def request(cls, args: Any) -> FeatureRequest:
+        """Hidden states of the configured layers, and the visual tokens when the OT term is weighted."""
+        return FeatureRequest(
+            student_layer=args.student_hidden_layer, teacher_layer=args.teacher_hidden_layer, visual=args.lambda_ot > 0
+        )
 
     def _token_masks(self, features: DistillFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         if self.args.kd_token_scope == "response":
@@ -83,7 +90,7 @@ class EVLMethod(DistillationMethod):
                 teacher_mask=features.teacher_visual_mask,
                 student_mask=features.student_visual_mask,
                 epsilon=float(self.args.sinkhorn_epsilon),
-                max_iter=int(getattr(self.args, "sinkhorn_max_iter", 1000)),
+                max_iter=int(self.args.sinkhorn_max_iter),
             ).float()
             kd = kd + self.lambda_ot * terms["ot_loss"]
         terms["kd_loss"] = kd

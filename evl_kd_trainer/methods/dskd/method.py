@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -10,32 +10,19 @@ from torch import nn
 
 from evl_kd_trainer.losses.alignment import gather_response_positions
 from evl_kd_trainer.losses.dskd import dskd_cma_terms
-from evl_kd_trainer.methods.base import (
-    DistillationMethod,
-    DistillFeatures,
-    ModelDims,
-    next_token_positions,
-    next_token_response_mask,
-    register_method,
-    response_logits,
-)
+from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest, ModelDims
+from evl_kd_trainer.methods.dskd.config import DSKDConfig
+from evl_kd_trainer.methods.features import next_token_positions, next_token_response_mask, response_logits
+from evl_kd_trainer.methods.registry import register_method
 
 
 def _token_embeddings(features: DistillFeatures, side: str, ids: torch.Tensor) -> torch.Tensor:
-    """Detached token embeddings of ``ids`` for ``side`` ("student"/"teacher").
-
-    DSKD reads the models' input embedding tables. :class:`DistillFeatures` carries only the LM heads,
-    so unless the trainer adds ``<side>_embed_tokens`` we use the LM head's rows (the output
-    embeddings): identical for tied models (Qwen3-VL-2B), a documented simplification for untied
-    ones (Vicuna/PULSE).
-    """
-    embed = getattr(features, f"{side}_embed_tokens", None)
-    if embed is not None:
-        return embed(ids).detach()
-    head = getattr(features, f"{side}_lm_head")
-    if head is None:
-        raise ValueError(f"DSKD needs features.{side}_lm_head (or {side}_embed_tokens)")
-    return F.embedding(ids, head.weight.detach())
+    """Detached input embeddings of ``ids`` for ``side`` ("student"/"teacher"): DSKD's index embeddings read the
+    models' input embedding tables (requested with ``embeddings=True``)."""
+    embed = getattr(features, f"{side}_embed_tokens")
+    if embed is None:
+        raise ValueError(f"DSKD needs features.{side}_embed_tokens")
+    return embed(ids).detach()
 
 
 def _pack(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -60,13 +47,12 @@ class DSKDMethod(DistillationMethod):
     train it); the teacher's is frozen anyway and is called as a module.
 
     Config fields: ``dskd_alpha`` (0.5, the code's ``kd_rate``: ``(1 - alpha) CE + alpha KD``),
-    ``dskd_temperature`` (2.0), ``dskd_projector_lr`` (1e-3; read by the trainer for this module's
+    ``dskd_temperature`` (2.0), ``dskd_projector_lr`` (1e-3; this module's
     parameter group, not here).
     """
 
-    name: ClassVar[str] = "dskd"
-    needs_student_logits: ClassVar[bool] = True
-    needs_teacher_logits: ClassVar[bool] = True
+    config_class = DSKDConfig
+    title = "Dual-Space KD with cross-model attention (Zhang et al., 2024)"
 
     def __init__(self, args: Any, student_dims: ModelDims, teacher_dims: ModelDims) -> None:
         super().__init__(args, student_dims, teacher_dims)
@@ -74,8 +60,18 @@ class DSKDMethod(DistillationMethod):
         self.query_proj = nn.Linear(2 * ds, 2 * dt)
         self.t2s_proj = nn.Linear(dt, ds)
         self.s2t_proj = nn.Linear(ds, dt)
-        self.alpha = float(getattr(args, "dskd_alpha", 0.5))
-        self.temperature = float(getattr(args, "dskd_temperature", 2.0))
+        self.alpha = float(args.dskd_alpha)
+        self.temperature = float(args.dskd_temperature)
+
+    @classmethod
+    def request(cls, args: Any) -> FeatureRequest:
+        """Both logits at the answer-predicting positions, both LM heads (the projected states are decoded through
+        them) and both input-embedding tables (index embeddings), all from the final layer."""
+        return FeatureRequest(student_logits=True, teacher_logits=True, lm_heads=True, embeddings=True)
+
+    def parameter_groups(self) -> list[tuple[list[nn.Parameter], float]]:
+        """The projectors at ``dskd_projector_lr`` (the authors' 1e-3), not the shared aligner rate."""
+        return [(list(self.parameters()), self.args.dskd_projector_lr)]
 
     def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
         """The positions predicting an answer token: the only logits DSKD reads."""
@@ -138,7 +134,7 @@ class DSKDMethod(DistillationMethod):
 
     @classmethod
     def active_for(cls, args: Any) -> bool:
-        return float(getattr(args, "dskd_alpha", 0.5)) > 0.0
+        return args.dskd_alpha > 0.0
 
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """DSKD's objective: ``(1 - alpha) CE + alpha KD`` with its own ``dskd_alpha`` (0.5)."""

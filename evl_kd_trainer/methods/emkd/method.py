@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from evl_kd_trainer.losses.alignment import align_response_spans
 from evl_kd_trainer.losses.emkd import CROSS_VOCAB_MODES, match_vision_tokens, vlad_loss, vsd_loss
-from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, ModelDims, register_method
+from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest, ModelDims
+from evl_kd_trainer.methods.emkd.config import EMKDConfig
+from evl_kd_trainer.methods.registry import register_method
 
 
 @register_method("emkd")
@@ -31,22 +33,25 @@ class EMKDMethod(DistillationMethod):
     ``emkd_temperature`` (1.0), ``emkd_vsd_weight`` (1.0), ``emkd_vlad_weight`` (1.0).
     """
 
-    name: ClassVar[str] = "emkd"
+    config_class = EMKDConfig
+    title = "EM-KD (Feng et al., 2025)"
 
     def __init__(self, args: Any, student_dims: ModelDims, teacher_dims: ModelDims) -> None:
         super().__init__(args, student_dims, teacher_dims)
-        self.cross_vocab = str(getattr(args, "emkd_cross_vocab", "sorted_probs"))
+        self.cross_vocab = str(args.emkd_cross_vocab)
         if self.cross_vocab not in CROSS_VOCAB_MODES:
             raise ValueError(f"emkd_cross_vocab must be one of {CROSS_VOCAB_MODES}, got {self.cross_vocab!r}")
         if self.cross_vocab == "same_vocab" and student_dims.vocab_size != teacher_dims.vocab_size:
             raise ValueError("emkd_cross_vocab='same_vocab' needs equal vocabularies; use 'sorted_probs'")
-        for key in ("student_hidden_layer", "teacher_hidden_layer"):
-            if int(getattr(args, key, -1)) != -1:
-                raise ValueError(f"EM-KD decodes last-layer states with the LM head: leave `{key}` at -1.")
-        self.top_k = int(getattr(args, "emkd_topk", 64))
-        self.temperature = float(getattr(args, "emkd_temperature", 1.0))
-        self.vsd_weight = float(getattr(args, "emkd_vsd_weight", 1.0))
-        self.vlad_weight = float(getattr(args, "emkd_vlad_weight", 1.0))
+        self.top_k = int(args.emkd_topk)
+        self.temperature = float(args.emkd_temperature)
+        self.vsd_weight = float(args.emkd_vsd_weight)
+        self.vlad_weight = float(args.emkd_vlad_weight)
+
+    @classmethod
+    def request(cls, args: Any) -> FeatureRequest:
+        """Last-layer hidden states (the vision tokens are decoded at the image positions) and both LM heads."""
+        return FeatureRequest(lm_heads=True)
 
     def forward(self, features: DistillFeatures) -> dict[str, torch.Tensor]:
         f = features
@@ -79,7 +84,7 @@ class EMKDMethod(DistillationMethod):
 
     @classmethod
     def active_for(cls, args: Any) -> bool:
-        return float(getattr(args, "emkd_vsd_weight", 1.0)) > 0.0 or float(getattr(args, "emkd_vlad_weight", 1.0)) > 0.0
+        return args.emkd_vsd_weight > 0.0 or args.emkd_vlad_weight > 0.0
 
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """EM-KD's objective: ``CE + w_vsd * VSD + w_vlad * VLAD`` (weights already in ``kd_loss``)."""

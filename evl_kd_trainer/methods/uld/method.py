@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from evl_kd_trainer.losses.alignment import align_response_spans
 from evl_kd_trainer.losses.uld import uld_loss
-from evl_kd_trainer.methods.base import (
-    DistillationMethod,
-    DistillFeatures,
-    next_token_positions,
-    register_method,
-    response_logits,
-)
+from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest
+from evl_kd_trainer.methods.features import next_token_positions, response_logits
+from evl_kd_trainer.methods.registry import register_method
+from evl_kd_trainer.methods.uld.config import ULDConfig
 
 
 @register_method("uld")
@@ -30,13 +27,17 @@ class ULDMethod(DistillationMethod):
     Config fields: ``uld_lambda`` (1.5, the reference config's ``distil_factor``).
     """
 
-    name: ClassVar[str] = "uld"
-    needs_student_logits: ClassVar[bool] = True
-    needs_teacher_logits: ClassVar[bool] = True
+    config_class = ULDConfig
+    title = "Universal Logit Distillation (Boizard et al., 2025)"
 
     def __init__(self, args: Any, student_dims, teacher_dims) -> None:
         super().__init__(args, student_dims, teacher_dims)
-        self.uld_lambda = float(getattr(args, "uld_lambda", 1.5))
+        self.uld_lambda = float(args.uld_lambda)
+
+    @classmethod
+    def request(cls, args: Any) -> FeatureRequest:
+        """Both models' logits at the positions predicting an answer token (final layer)."""
+        return FeatureRequest(student_logits=True, teacher_logits=True)
 
     def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
         """The positions predicting an answer token: the only logits ULD reads."""
@@ -53,7 +54,7 @@ class ULDMethod(DistillationMethod):
 
     @classmethod
     def active_for(cls, args: Any) -> bool:
-        return float(getattr(args, "uld_lambda", 1.5)) > 0.0
+        return args.uld_lambda > 0.0
 
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """ULD's objective: ``CE + lambda * ULD`` (not the convex mix of the base class)."""

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from evl_kd_trainer.losses.alignment import align_response_spans
 from evl_kd_trainer.losses.multilevel_ot import mlot_sequence_loss, mlot_token_loss
-from evl_kd_trainer.methods.base import (
-    DistillationMethod,
-    DistillFeatures,
-    next_token_positions,
-    register_method,
-    response_logits,
-)
+from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest
+from evl_kd_trainer.methods.features import next_token_positions, response_logits
+from evl_kd_trainer.methods.multilevel_ot.config import MultiLevelOTConfig
+from evl_kd_trainer.methods.registry import register_method
 
 
 @register_method("multilevel_ot")
@@ -30,18 +27,22 @@ class MultiLevelOTMethod(DistillationMethod):
     ``mlot_sinkhorn_reg`` (0.1), ``mlot_sinkhorn_iters`` (20).
     """
 
-    name: ClassVar[str] = "multilevel_ot"
-    needs_student_logits: ClassVar[bool] = True
-    needs_teacher_logits: ClassVar[bool] = True
+    config_class = MultiLevelOTConfig
+    title = "Multi-Level Optimal Transport (Cui et al., 2024)"
 
     def __init__(self, args: Any, student_dims, teacher_dims) -> None:
         super().__init__(args, student_dims, teacher_dims)
-        self.mlot_lambda = float(getattr(args, "mlot_lambda", 1.5))
-        self.top_k = int(getattr(args, "mlot_topk", 50))
-        self.log_weight = float(getattr(args, "mlot_log_weight", 0.1))
-        self.seq_weight = float(getattr(args, "mlot_seq_weight", 0.1))
-        self.reg = float(getattr(args, "mlot_sinkhorn_reg", 0.1))
-        self.n_iters = int(getattr(args, "mlot_sinkhorn_iters", 20))
+        self.mlot_lambda = float(args.mlot_lambda)
+        self.top_k = int(args.mlot_topk)
+        self.log_weight = float(args.mlot_log_weight)
+        self.seq_weight = float(args.mlot_seq_weight)
+        self.reg = float(args.mlot_sinkhorn_reg)
+        self.n_iters = int(args.mlot_sinkhorn_iters)
+
+    @classmethod
+    def request(cls, args: Any) -> FeatureRequest:
+        """Both models' logits at the positions predicting an answer token (final layer)."""
+        return FeatureRequest(student_logits=True, teacher_logits=True)
 
     def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
         """The positions predicting an answer token: the only logits either level reads."""
@@ -63,7 +64,7 @@ class MultiLevelOTMethod(DistillationMethod):
 
     @classmethod
     def active_for(cls, args: Any) -> bool:
-        return float(getattr(args, "mlot_lambda", 1.5)) > 0.0
+        return args.mlot_lambda > 0.0
 
     def total_loss(self, ce_loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """MultiLevelOT's objective: ``CE + lambda * (token + 0.1 * sequence)``."""
