@@ -5,7 +5,7 @@ Cases (``CASES``):
 - ``sft_trl``: TRL's own ``SFTTrainer`` on the student (the reference step);
 - ``teacher_forward``: the teacher's forward alone, exactly as ``EVLDistillTrainer`` runs it (no grad, no LM
   head, hidden states and visual tokens captured), on the teacher view of the same batches;
-- ``evl``, ``sft``, ``uld``, ``multilevel_ot``, ``dskd``, ``emkd``: ``EVLDistillTrainer`` with that ``kd_method``
+- every registered ``kd_method`` (``evl``, ``sft``, ``uld``, ...): ``EVLDistillTrainer`` with that method
   at its paper defaults;
 - ``gold``: TRL's GOLD trainer (``trl.experimental.gold``), the peer that does the same job: cross-tokenizer,
   cross-architecture VLM distillation with ULD. It runs off-policy (``lmbda=0``: no student generation, as our
@@ -45,20 +45,18 @@ import torch
 from step_configs import StepConfig, build_student, build_teacher, make_dataset, to_prompt_completion
 from transformers import TrainerCallback
 
+from evl_kd_trainer.methods import builtin_method_names, get_method
+
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 REFERENCE_CASES = ("sft_trl", "teacher_forward")
-METHODS = ("evl", "sft", "uld", "multilevel_ot", "dskd", "emkd", "gold")
+# Every registered method (EVL-ECG first), then the peer.
+METHODS = (*builtin_method_names(), "gold")
 CASES = REFERENCE_CASES + METHODS
 LABELS = {
     "sft_trl": "SFT (TRL SFTTrainer)",
     "teacher_forward": "teacher forward alone",
-    "evl": "EVL-ECG (ours)",
-    "sft": "SFT (kd_method=sft)",
-    "uld": "ULD",
-    "multilevel_ot": "MultiLevelOT",
-    "dskd": "DSKD",
-    "emkd": "EM-KD",
+    **{name: get_method(name).label for name in builtin_method_names()},
     "gold": "TRL GOLD (ULD, off-policy)",
 }
 
@@ -296,13 +294,13 @@ def _evl_trainer(method: str, settings: RunSettings, workdir: str, dataset_n: in
 
     config = settings.config
     student, processor = build_student(config, settings.device)
-    teacher, teacher_processor = (None, None)
-    if method != "sft":  # plain SFT never reads the teacher: do not build one (its memory would count)
-        teacher, teacher_processor = build_teacher(config, settings.device)
-    dataset = make_dataset(config, dataset_n, processor.tokenizer)
     args = EVLDistillConfig(
         **_common_args(settings, workdir), kd_method=method, teacher_max_length=config.teacher_max_length
     )
+    teacher, teacher_processor = (None, None)
+    if get_method(method).request(args).teacher:  # no teacher read, none built (its memory would count)
+        teacher, teacher_processor = build_teacher(config, settings.device)
+    dataset = make_dataset(config, dataset_n, processor.tokenizer)
     return EVLDistillTrainer(
         student,
         teacher_model=teacher,

@@ -60,8 +60,13 @@ class DistillationMethod(nn.Module):
     config_class: ClassVar[type | None] = None
     #: One line for the model card: what the method is and where it comes from.
     title: ClassVar[str] = ""
+    #: Its short name in tables (benchmarks, comparisons).
+    label: ClassVar[str] = ""
     #: Shared config fields the method reads, recorded in the model card beside its own.
     shared_fields: ClassVar[tuple[str, ...]] = ()
+    #: The log names of the terms :meth:`forward` returns besides ``kd_loss`` (a term whose weight is 0 may be left
+    #: out); the trainer logs each one beside ``ce_loss``.
+    terms: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, args: Any, student_dims: ModelDims, teacher_dims: ModelDims) -> None:
         super().__init__()

@@ -22,85 +22,85 @@ METHOD_CONFIGS = method_config_classes()
 @dataclass(repr=False)  # `SecretFreeArgs.__repr__` masks the Hub token; a generated one would print it
 class EVLDistillConfig(SecretFreeArgs, *METHOD_CONFIGS, SFTConfig):
     r"""
-        Configuration of [`EVLDistillTrainer`]: everything of [`~trl.SFTConfig`] plus the distillation settings.
+    Configuration of [`EVLDistillTrainer`]: everything of [`~trl.SFTConfig`] plus the distillation settings.
 
-        The training objective (paper section 2.4) is
+    The training objective (paper section 2.4) is
 
-            L = (1 - alpha) * L_CE + alpha * (lambda_mhca * L_mhca + lambda_rel * L_rel + lambda_ot * L_ot)
+        L = (1 - alpha) * L_CE + alpha * (lambda_mhca * L_mhca + lambda_rel * L_rel + lambda_ot * L_ot)
 
-        and the defaults are the paper's best values (Table 4: alpha 0.3, lambda_m 1.0, lambda_r 0.03,
-        lambda_ot 0.1, h 8) with the Sinkhorn regularisation fixed at 0.1 (Appendix C.1).
+    and the defaults are the paper's best values (Table 4: alpha 0.3, lambda_m 1.0, lambda_r 0.03,
+    lambda_ot 0.1, h 8) with the Sinkhorn regularisation fixed at 0.1 (Appendix C.1).
 
-        A pickled config (`training_args.bin` in `output_dir`, checkpoints and Hub pushes) holds no Hub token:
-        `hub_token` and any `token` inside `*_init_kwargs` are stored as `None` (and masked in `str` / `to_dict`).
+    A pickled config (`training_args.bin` in `output_dir`, checkpoints and Hub pushes) holds no Hub token:
+    `hub_token` and any `token` inside `*_init_kwargs` are stored as `None` (and masked in `str` / `to_dict`).
 
-        Parameters:
-            > Parameters that control the teacher
+    Parameters:
+        > Parameters that control the teacher
 
-            teacher_model_name_or_path (`str`, *optional*):
-                Path or Hub id of the teacher, used when the trainer gets no `teacher_model`. LLaVA-NeXT checkpoints in
-                the original LLaVA format (PULSE-7B) must first go through `evl-kd convert-llava`.
-            teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
-                Keyword arguments for loading the teacher from a path (e.g. `{"dtype": "bfloat16"}`).
+        teacher_model_name_or_path (`str`, *optional*):
+            Path or Hub id of the teacher, used when the trainer gets no `teacher_model`. LLaVA-NeXT checkpoints in
+            the original LLaVA format (PULSE-7B) must first go through `evl-kd convert-llava`.
+        teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
+            Keyword arguments for loading the teacher from a path (e.g. `{"dtype": "bfloat16"}`).
 
-            > Parameters that control the distillation objective
+        > Parameters that control the distillation objective
 
-            kd_method (`str`, *optional*, defaults to `"evl"`):
-                Distillation method, by registered name: `"evl"` (EVL-ECG) or a baseline of the paper's Table 1
-                (`"sft"`, `"uld"`, `"multilevel_ot"`, `"dskd"`, `"emkd"`), `"hidden_mse"`, or any method registered with
-                `register_method`. Each method's own fields are listed below, under its name.
-            alpha (`float`, *optional*, defaults to `0.3`):
-                Weight of the distillation terms against the cross-entropy, in [0, 1], for the methods that mix
-                convexly (`evl`, `hidden_mse`). `0` reproduces SFT exactly.
-            student_hidden_layer (`int`, *optional*, defaults to `-1`):
-                Student layer whose hidden states feed L_mhca and L_rel: `-1` is the final-norm output, `k >= 0` the
-                output of decoder layer `k`.
-            teacher_hidden_layer (`int`, *optional*, defaults to `-1`):
-                Same for the teacher.
-            kd_token_scope (`str`, *optional*, defaults to `"all"`):
-                Token positions L_mhca and L_rel use: `"all"` (every non-padding token of each view) or `"response"`
-                (only the assistant answer tokens of each view).
-            aligner_learning_rate (`float`, *optional*, defaults to `5e-4`):
-                Learning rate of the aligner modules (cross-attention aligner and projectors), trained in their own
-                parameter group ("projector LR" of the paper's Tables 2-3).
-            projector_learning_rate (`float`, *optional*):
-                Learning rate of the student's own vision-language projector (Qwen-VL's merger), as in stage 1; `None`
-                trains it at `learning_rate`. The paper's Table 3 gives one "projector LR" (5e-4) for the KD phase;
-                its recipe applies it to the aligners and to this projector alike.
-            nonfinite_kd_action (`str`, *optional*, defaults to `"error"`):
-                What to do when a distillation term, the cross-entropy or the gradient norm of an update is NaN or
-                infinite (checked on all ranks together, before the optimizer steps): `"error"` raises naming the step
-                and what was non-finite, before any weight changes; `"skip"` drops the step's whole optimizer update,
-                counts it (`skipped_nonfinite_steps` in the logs), logs the step's real loss and leaves it out of
-                `train_loss`. `"skip"` is refused under DeepSpeed and fp16 (their own optimizer step / loss scaler
-                cannot be told to skip). Under fp16 the loss scaler handles non-finite gradients itself (only the loss
-                terms are checked); under DeepSpeed the gradient norm is read after the engine's own step (which its
-                overflow check drops under fp32/fp16), so `"error"` stops at that step, before anything is saved. In
-                evaluation nothing is skipped and `eval_loss` comes out NaN. Saving refuses weights holding NaN or inf.
-            max_consecutive_skipped_steps (`int`, *optional*, defaults to `10`):
-                Under `nonfinite_kd_action="skip"`, the run stops with an error once more than this many updates in a
-                row were skipped (a diverged run would otherwise "train" on without learning anything).
-            teacher_max_length (`int`, *optional*):
-                Longest teacher view in tokens (image tokens included); longer samples are cut after their image or
-                dropped (counted in the collator's `stats`) before any forward. `None`: the teacher's own context
-                (`max_position_embeddings` of its text config; 4096 for PULSE's Vicuna). `max_length` (`None`) likewise
-                defaults to the student's context.
-            teacher_chat_template (`str`, *optional*):
-                Name (`"llava_v1"`, `"qwen_vl"`, `"qwen2_vl"`) or Jinja text of the teacher's conversation template,
-                when its processor carries none or the wrong one.
-            student_chat_template (`str`, *optional*):
-                Same for the student. By default the student processor's template is used; one without
-                `{% generation %}` markers (the released Qwen-VL templates) is replaced by the registered template
-                of its family, which renders the same conversation and marks the answers for the labels.
+        kd_method (`str`, *optional*, defaults to `"evl"`):
+            Distillation method, by registered name: `"evl"` (EVL-ECG) or a baseline of the paper's Table 1
+            (`"sft"`, `"uld"`, `"multilevel_ot"`, `"dskd"`, `"emkd"`), or any other built-in or registered method.
+            Each method's own fields are listed below, under its name.
+        alpha (`float`, *optional*, defaults to `0.3`):
+            Weight of the distillation terms against the cross-entropy, in [0, 1], for the methods that mix
+            convexly (`evl` and the methods that keep the default mix). `0` reproduces SFT exactly.
+        student_hidden_layer (`int`, *optional*, defaults to `-1`):
+            Student layer whose hidden states feed L_mhca and L_rel: `-1` is the final-norm output, `k >= 0` the
+            output of decoder layer `k`.
+        teacher_hidden_layer (`int`, *optional*, defaults to `-1`):
+            Same for the teacher.
+        kd_token_scope (`str`, *optional*, defaults to `"all"`):
+            Token positions L_mhca and L_rel use: `"all"` (every non-padding token of each view) or `"response"`
+            (only the assistant answer tokens of each view).
+        aligner_learning_rate (`float`, *optional*, defaults to `5e-4`):
+            Learning rate of the aligner modules (cross-attention aligner and projectors), trained in their own
+            parameter group ("projector LR" of the paper's Tables 2-3).
+        projector_learning_rate (`float`, *optional*):
+            Learning rate of the student's own vision-language projector (Qwen-VL's merger), as in stage 1; `None`
+            trains it at `learning_rate`. The paper's Table 3 gives one "projector LR" (5e-4) for the KD phase;
+            its recipe applies it to the aligners and to this projector alike.
+        nonfinite_kd_action (`str`, *optional*, defaults to `"error"`):
+            What to do when a distillation term, the cross-entropy or the gradient norm of an update is NaN or
+            infinite (checked on all ranks together, before the optimizer steps): `"error"` raises naming the step
+            and what was non-finite, before any weight changes; `"skip"` drops the step's whole optimizer update,
+            counts it (`skipped_nonfinite_steps` in the logs), logs the step's real loss and leaves it out of
+            `train_loss`. `"skip"` is refused under DeepSpeed and fp16 (their own optimizer step / loss scaler
+            cannot be told to skip). Under fp16 the loss scaler handles non-finite gradients itself (only the loss
+            terms are checked); under DeepSpeed the gradient norm is read after the engine's own step (which its
+            overflow check drops under fp32/fp16), so `"error"` stops at that step, before anything is saved. In
+            evaluation nothing is skipped and `eval_loss` comes out NaN. Saving refuses weights holding NaN or inf.
+        max_consecutive_skipped_steps (`int`, *optional*, defaults to `10`):
+            Under `nonfinite_kd_action="skip"`, the run stops with an error once more than this many updates in a
+            row were skipped (a diverged run would otherwise "train" on without learning anything).
+        teacher_max_length (`int`, *optional*):
+            Longest teacher view in tokens (image tokens included); longer samples are cut after their image or
+            dropped (counted in the collator's `stats`) before any forward. `None`: the teacher's own context
+            (`max_position_embeddings` of its text config; 4096 for PULSE's Vicuna). `max_length` (`None`) likewise
+            defaults to the student's context.
+        teacher_chat_template (`str`, *optional*):
+            Name (`"llava_v1"`, `"qwen_vl"`, `"qwen2_vl"`) or Jinja text of the teacher's conversation template,
+            when its processor carries none or the wrong one.
+        student_chat_template (`str`, *optional*):
+            Same for the student. By default the student processor's template is used; one without
+            `{% generation %}` markers (the released Qwen-VL templates) is replaced by the registered template
+            of its family, which renders the same conversation and marks the answers for the labels.
 
-            > Parameters that control resuming
+        > Parameters that control resuming
 
-            allow_partial_resume (`bool`, *optional*, defaults to `False`):
-                Resume from a checkpoint that lacks its optimizer, scheduler or aligner file, continuing with fresh
-                state for what is missing (with a warning). By default such a checkpoint is an error naming the file.
-                `resume_from_checkpoint=True` takes the newest complete `checkpoint-N` of `output_dir` either way.
+        allow_partial_resume (`bool`, *optional*, defaults to `False`):
+            Resume from a checkpoint that lacks its optimizer, scheduler or aligner file, continuing with fresh
+            state for what is missing (with a warning). By default such a checkpoint is an error naming the file.
+            `resume_from_checkpoint=True` takes the newest complete `checkpoint-N` of `output_dir` either way.
 
-    {method_parameters}
+        {method_parameters}
     """
 
     teacher_model_name_or_path: str | None = field(
@@ -113,7 +113,7 @@ class EVLDistillConfig(SecretFreeArgs, *METHOD_CONFIGS, SFTConfig):
     )
     kd_method: str = field(
         default="evl",
-        metadata={"help": "Distillation method by registered name: evl, sft, uld, multilevel_ot, dskd, emkd."},
+        metadata={"help": "Distillation method by registered name (evl, sft, uld, multilevel_ot, dskd, emkd, ...)."},
     )
     alpha: float = field(
         default=0.3, metadata={"help": "Weight of the distillation terms against CE, in [0, 1] (paper 2.4)."}
@@ -216,4 +216,4 @@ def _method_parameters_doc() -> str:
     return "\n\n".join(sections)
 
 
-EVLDistillConfig.__doc__ = EVLDistillConfig.__doc__.replace("{method_parameters}", _method_parameters_doc())
+EVLDistillConfig.__doc__ = EVLDistillConfig.__doc__.replace("        {method_parameters}", _method_parameters_doc())

@@ -52,6 +52,8 @@ class DSKDMethod(DistillationMethod):
     """
 
     config_class = DSKDConfig
+    label = "DSKD"
+    terms = ("dskd_t2s_ce_loss", "dskd_student_space_loss", "dskd_teacher_space_loss")
     title = "Dual-Space KD with cross-model attention (Zhang et al., 2024)"
 
     def __init__(self, args: Any, student_dims: ModelDims, teacher_dims: ModelDims) -> None:

@@ -34,6 +34,8 @@ class EMKDMethod(DistillationMethod):
     """
 
     config_class = EMKDConfig
+    label = "EM-KD"
+    terms = ("vsd_loss", "vlad_loss")
     title = "EM-KD (Feng et al., 2025)"
 
     def __init__(self, args: Any, student_dims: ModelDims, teacher_dims: ModelDims) -> None:

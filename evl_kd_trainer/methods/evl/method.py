@@ -29,6 +29,8 @@ class EVLMethod(DistillationMethod):
     """
 
     config_class = EVLConfig
+    label = "EVL-ECG (ours)"
+    terms = ("mhca_loss", "rel_loss", "ot_loss")
     title = "EVL-ECG (multi-head cross-attention alignment, relational matching, Sinkhorn OT on visual tokens)"
     shared_fields = ("alpha", "kd_token_scope", "student_hidden_layer", "teacher_hidden_layer")
 

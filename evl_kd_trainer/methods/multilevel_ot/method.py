@@ -28,6 +28,8 @@ class MultiLevelOTMethod(DistillationMethod):
     """
 
     config_class = MultiLevelOTConfig
+    label = "MultiLevelOT"
+    terms = ("mlot_token_loss", "mlot_seq_loss")
     title = "Multi-Level Optimal Transport (Cui et al., 2024)"
 
     def __init__(self, args: Any, student_dims, teacher_dims) -> None:

@@ -15,6 +15,7 @@ class SFTMethod(DistillationMethod):
     module of this class into the student (it is the fair control of a distillation run: same steps, CE only)."""
 
     config_class = SFTMethodConfig
+    label = "SFT (kd_method=sft)"
     title = "supervised fine-tuning (no teacher)"
 
     @classmethod

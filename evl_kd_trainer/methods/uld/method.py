@@ -28,6 +28,8 @@ class ULDMethod(DistillationMethod):
     """
 
     config_class = ULDConfig
+    label = "ULD"
+    terms = ("uld_loss",)
     title = "Universal Logit Distillation (Boizard et al., 2025)"
 
     def __init__(self, args: Any, student_dims, teacher_dims) -> None:
