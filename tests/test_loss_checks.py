@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evl_kd_trainer.losses import list_losses, mhca_loss, relational_loss, sinkhorn_ot_loss, sinkhorn_plan
+from evl_kd_trainer.losses import mhca_loss, relational_loss, sinkhorn_ot_loss, sinkhorn_plan
 from evl_kd_trainer.losses._checks import check_mask, zero_connected
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,12 +83,6 @@ def test_zero_connected_is_nan_safe_and_differentiable():
     assert z.item() == 0.0 and z.requires_grad
     z.backward()
     assert (x.grad == 0).all()
-
-
-def test_all_terms_are_registered():
-    assert {"sinkhorn_ot", "mhca", "relational"} <= set(list_losses())
-    # the baselines' losses register on `import evl_kd_trainer.losses`, without importing their modules
-    assert {"uld", "mlot_token", "mlot_sequence", "dskd_kl", "vsd", "vlad"} <= set(list_losses())
 
 
 def test_benchmark_quick_smoke_run():

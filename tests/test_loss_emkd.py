@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from evl_kd_trainer.losses.emkd import affinity, hungarian_match, match_vision_tokens, vlad_loss, vsd_loss
-from evl_kd_trainer.losses.registry import get_loss
 
 
 def _softmax(x):
@@ -110,8 +109,3 @@ def test_gradients_flow_to_student_only_through_matched_tokens():
     loss = loss + vlad_loss(torch.randn(2, 4), s_vis[s_idx], torch.randn(2, 6), torch.randn(3, 6))
     loss.backward()
     assert torch.isfinite(s_vis.grad).all() and s_vis.grad.abs().sum() > 0
-
-
-def test_losses_are_registered():
-    assert get_loss("vsd") is vsd_loss
-    assert get_loss("vlad") is vlad_loss

@@ -14,7 +14,6 @@ from evl_kd_trainer.losses.multilevel_ot import (
     standardize_logits,
     topk_sorted_log_probs,
 )
-from evl_kd_trainer.losses.registry import get_loss
 
 
 def _topk_probs64(row, k, eps=1e-4):
@@ -134,8 +133,3 @@ def test_empty_spans_give_zero():
     loss = mlot_sequence_loss(s, torch.zeros(1, 3, dtype=torch.bool), torch.randn(1, 3, 6), torch.ones(1, 3).bool())
     assert loss.item() == 0.0
     loss.backward()
-
-
-def test_losses_are_registered():
-    assert get_loss("mlot_token") is mlot_token_loss
-    assert get_loss("mlot_sequence") is mlot_sequence_loss

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from evl_kd_trainer.losses import get_loss, l2_normalize, sinkhorn_ot_loss, sinkhorn_plan
+from evl_kd_trainer.losses import l2_normalize, sinkhorn_ot_loss, sinkhorn_plan
 
 EPS = 0.1
 
@@ -42,10 +42,6 @@ def reference_cost(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     t = t / t.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     s = s / s.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     return ((t[:, None, :] - s[None, :, :]) ** 2).sum(-1)
-
-
-def test_registered_name_resolves():
-    assert get_loss("sinkhorn_ot") is sinkhorn_ot_loss
 
 
 @pytest.mark.parametrize(("n", "m", "d"), [(9, 4, 6), (30, 7, 16), (3, 12, 5)])

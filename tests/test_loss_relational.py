@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from evl_kd_trainer.losses import get_loss, relational_loss, relational_terms
+from evl_kd_trainer.losses import relational_loss, relational_terms
 
 
 def potentials(h: list[list[float]]) -> tuple[list[list[float]], list[list[float]]]:
@@ -48,10 +48,6 @@ def differentiable_reference(teacher: torch.Tensor, student: torch.Tensor) -> to
         (dt, at), (ds, as_) = psi(teacher[b]), psi(student[b])
         total = total + ((dt - ds) ** 2).sum() + ((at - as_) ** 2).sum()
     return 0.5 * total / (teacher.shape[0] * teacher.shape[1] ** 2)
-
-
-def test_registered_name_resolves():
-    assert get_loss("relational") is relational_loss
 
 
 @pytest.mark.parametrize("block_size", [None, 1, 3])

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from evl_kd_trainer.losses.alignment import align_response_spans, gather_response_positions, masked_sample_mean
-from evl_kd_trainer.losses.registry import get_loss
 from evl_kd_trainer.losses.uld import sorted_l1, uld_loss
 
 
@@ -121,7 +120,3 @@ def test_uld_without_any_aligned_position_is_zero_and_differentiable():
     assert loss.item() == 0.0
     loss.backward()
     assert torch.isfinite(s.grad).all()
-
-
-def test_uld_is_registered():
-    assert get_loss("uld") is uld_loss

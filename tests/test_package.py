@@ -1,7 +1,7 @@
 import pytest
 
 import evl_kd_trainer
-from evl_kd_trainer.losses import get_loss, list_losses, register_loss
+from evl_kd_trainer.registry import Registry
 
 
 def test_version_is_pep440():
@@ -11,23 +11,27 @@ def test_version_is_pep440():
 
 
 def test_registry_roundtrip_and_unknown_name_lists_known():
-    @register_loss("_test_dummy_loss")
+    registry = Registry("thing")
+
+    @registry.register("_test_dummy")
     def dummy(x):
         return x * 2
 
-    assert get_loss("_TEST_dummy_loss") is dummy
-    assert "_test_dummy_loss" in list_losses()
-    with pytest.raises(ValueError, match="_test_dummy_loss"):
-        get_loss("no_such_loss")
+    assert registry.get("_TEST_dummy") is dummy
+    assert "_test_dummy" in registry.names()
+    with pytest.raises(ValueError, match="_test_dummy"):
+        registry.get("no_such_thing")
 
 
 def test_registry_refuses_silent_replacement():
-    @register_loss("_test_unique")
+    registry = Registry("thing")
+
+    @registry.register("_test_unique")
     def first(x):
         return x
 
     with pytest.raises(ValueError, match="already registered"):
 
-        @register_loss("_test_unique")
+        @registry.register("_test_unique")
         def second(x):
             return x

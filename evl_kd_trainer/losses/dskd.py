@@ -31,8 +31,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from evl_kd_trainer.losses.registry import register_loss
-
 _NEG = -1e5  # the authors' additive mask value; finite so fully-masked rows stay NaN-free
 
 
@@ -61,7 +59,6 @@ def masked_mean(
     return total / count.clamp(min=1).to(values.dtype)
 
 
-@register_loss("dskd_kl")
 def dskd_kl_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,

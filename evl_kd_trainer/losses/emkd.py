@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from evl_kd_trainer.losses.registry import register_loss
-
 CROSS_VOCAB_MODES = ("sorted_probs", "same_vocab")
 
 
@@ -86,7 +84,6 @@ def match_vision_tokens(
     return hungarian_match(cost)
 
 
-@register_loss("vsd")
 def vsd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -125,7 +122,6 @@ def affinity(text: torch.Tensor, vision: torch.Tensor) -> torch.Tensor:
     return F.normalize(text.float(), dim=-1) @ F.normalize(vision.float(), dim=-1).transpose(-1, -2)
 
 
-@register_loss("vlad")
 def vlad_loss(
     student_text: torch.Tensor,
     student_vision: torch.Tensor,

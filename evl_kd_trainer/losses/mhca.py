@@ -20,12 +20,10 @@ from evl_kd_trainer.losses._checks import (
     shape_str,
     zero_connected,
 )
-from evl_kd_trainer.losses.registry import register_loss
 
 REDUCTIONS = ("mean", "sum")
 
 
-@register_loss("mhca")
 def mhca_loss(
     student_hidden: torch.Tensor,
     aligned_teacher: torch.Tensor,

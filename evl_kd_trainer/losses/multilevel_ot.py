@@ -34,7 +34,6 @@ import math
 import torch
 
 from evl_kd_trainer.losses.alignment import masked_sample_mean
-from evl_kd_trainer.losses.registry import register_loss
 
 
 def standardize_logits(logits: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -72,7 +71,6 @@ def token_level_terms(
     return l1, log_term
 
 
-@register_loss("mlot_token")
 def mlot_token_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -127,7 +125,6 @@ def sinkhorn_plan(cost: torch.Tensor, reg: float = 0.1, n_iters: int = 20) -> to
     return torch.exp((f.unsqueeze(1) + g.unsqueeze(0) - cost) / reg)
 
 
-@register_loss("mlot_sequence")
 def mlot_sequence_loss(
     student_logits: torch.Tensor,
     student_mask: torch.Tensor,

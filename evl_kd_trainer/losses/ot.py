@@ -43,7 +43,6 @@ from evl_kd_trainer.losses._checks import (
     compute_dtype,
     zero_connected,
 )
-from evl_kd_trainer.losses.registry import register_loss
 
 # Two L2-normalised vectors are at most 2 apart; GeomLoss needs a bound (it crashes when all points coincide).
 _UNIT_DIAMETER = 2.0
@@ -161,7 +160,6 @@ def _validate(
     return t_mask, s_mask
 
 
-@register_loss("sinkhorn_ot")
 def sinkhorn_ot_loss(
     teacher_tokens: torch.Tensor,
     student_tokens: torch.Tensor,

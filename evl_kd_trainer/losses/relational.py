@@ -32,7 +32,6 @@ from evl_kd_trainer.losses._checks import (
     zero_connected,
 )
 from evl_kd_trainer.losses.ot import l2_normalize
-from evl_kd_trainer.losses.registry import register_loss
 
 # Elements of one (rows x L) block: 4M floats = 16 MB in float32; L <= 2048 runs as a single block.
 _BLOCK_ELEMENTS = 1 << 22
@@ -175,7 +174,6 @@ def relational_terms(
     return sum_d / count, sum_a / count
 
 
-@register_loss("relational")
 def relational_loss(
     teacher_hidden: torch.Tensor,
     student_hidden: torch.Tensor,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 
 from evl_kd_trainer.losses.alignment import masked_sample_mean
-from evl_kd_trainer.losses.registry import register_loss
 
 
 def sorted_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -36,7 +35,6 @@ def sorted_l1(p_sorted: torch.Tensor, q_sorted: torch.Tensor) -> torch.Tensor:
     return head + tail
 
 
-@register_loss("uld")
 def uld_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
