@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from transformers import TrainingArguments
 from trl import SFTConfig
 
 from evl_kd_trainer.methods.evl.config import MHCA_REDUCTIONS  # noqa: F401  (re-exported: the old import path)
@@ -217,3 +220,20 @@ def _method_parameters_doc() -> str:
 
 
 EVLDistillConfig.__doc__ = EVLDistillConfig.__doc__.replace("        {method_parameters}", _method_parameters_doc())
+
+
+def as_distill_config(args: Any, model: Any) -> EVLDistillConfig:
+    """``args`` as an :class:`EVLDistillConfig`: ``None`` gives the defaults (output beside the student's name); an
+    ``SFTConfig`` / ``TrainingArguments`` from an existing script keeps all its values (drop-in use) and the
+    distillation fields take the paper's defaults."""
+    if args is None:
+        name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "student"
+        return EVLDistillConfig(output_dir=f"{Path(str(name)).name}-EVL")
+    if isinstance(args, EVLDistillConfig):
+        return args
+    if isinstance(args, TrainingArguments):
+        # `to_dict` would mask every `*_token` field, so read the fields themselves.
+        known = {f.name for f in dataclasses.fields(EVLDistillConfig) if f.init}
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in known}
+        return EVLDistillConfig(**values)
+    raise TypeError(f"`args` must be an EVLDistillConfig, SFTConfig or TrainingArguments, got {type(args)}.")

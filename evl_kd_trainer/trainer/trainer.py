@@ -16,7 +16,6 @@ Design (paper section 2.4):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from pathlib import Path
@@ -31,7 +30,7 @@ from trl import SFTConfig, SFTTrainer
 from evl_kd_trainer.methods import DistillationMethod, DistillFeatures, get_method
 from evl_kd_trainer.models.base import unwrap_model
 from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
-from evl_kd_trainer.trainer.config import EVLDistillConfig
+from evl_kd_trainer.trainer.config import EVLDistillConfig, as_distill_config
 from evl_kd_trainer.trainer.features import TeacherSide, build_features, live_teacher_side
 from evl_kd_trainer.trainer.interception import intercept_student_forward
 from evl_kd_trainer.trainer.method_weights import ALIGNER_WEIGHTS_NAME, KD_MODULE_NAME, MethodWeightsMixin
@@ -86,7 +85,7 @@ class EVLDistillTrainer(NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpoin
     ) -> None:
         from evl_kd_trainer.models import get_adapter, load_model
 
-        args = self._coerce_args(args, model)
+        args = as_distill_config(args, model)
         method_cls: type[DistillationMethod] = get_method(args.kd_method)
         method_cls.check_args(args)  # again: fields may have changed since the config was built
         request = method_cls.request(args)
@@ -153,21 +152,6 @@ class EVLDistillTrainer(NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpoin
         self._teacher_name = teacher_path_of(teacher_model) if request.teacher else None
 
     # ----------------------------------------------------------------------------------------------- setup
-    @staticmethod
-    def _coerce_args(args: Any, model: Any) -> EVLDistillConfig:
-        if args is None:
-            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "student"
-            return EVLDistillConfig(output_dir=f"{Path(str(name)).name}-EVL")
-        if isinstance(args, EVLDistillConfig):
-            return args
-        if isinstance(args, TrainingArguments):
-            # Drop-in use: an SFTConfig from an existing script keeps all its values; the distillation fields
-            # take the paper's defaults. (`to_dict` would mask every `*_token` field, so read the fields themselves.)
-            known = {f.name for f in dataclasses.fields(EVLDistillConfig) if f.init}
-            values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in known}
-            return EVLDistillConfig(**values)
-        raise TypeError(f"`args` must be an EVLDistillConfig, SFTConfig or TrainingArguments, got {type(args)}.")
-
     @staticmethod
     def _default_collator(args: Any, model: nn.Module, processor: Any, teacher: Any, teacher_processor: Any) -> Any:
         from evl_kd_trainer.data.collator import DualViewCollator
