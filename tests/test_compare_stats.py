@@ -104,7 +104,7 @@ def test_multilabel_bootstrap_equals_the_evaluator_scoring_each_resample():
     gold = pairs[0][0]
     pred = np.stack([p for _, p in pairs]).reshape(2, 2, 12, len(PTB.classes))
     features = multilabel_features(np.broadcast_to(gold, pred.shape), pred)
-    resamples = draw_resamples(12, 2, 60, rng)
+    resamples = draw_resamples(12, 2, 40, rng)
     both = np.concatenate([np.broadcast_to(gold, pred.shape), pred], axis=-1)  # the loop gets gold | pred rows
     width = len(PTB.classes)
     for metric in ("auc", "f1", "hamming_loss"):
