@@ -170,6 +170,19 @@ def test_bad_methods_and_overrides_fail_in_one_line_before_training(
     assert not out.exists()  # nothing trained, nothing written
 
 
+def test_the_example_launcher_is_the_same_command(workspace, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["examples/compare.py", "--recipe", str(RECIPE), "--methods", "sft", "bogus"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "examples" / "compare.py"), run_name="__main__")
+    assert exit_info.value.code == 2 and "unknown kd_method 'bogus'" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="not accelerate launch / torchrun"):
+        compare_run(["--recipe", str(RECIPE), "--methods", "sft", "evl"])
+
+
 def test_missing_recipes_and_paths_are_named(workspace, tmp_path):
     with pytest.raises(FileNotFoundError, match="`recipe`: no such file"):
         compare_run(["--recipe", str(tmp_path / "none.yaml"), "--methods", "sft", "evl"])

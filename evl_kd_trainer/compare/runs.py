@@ -114,6 +114,16 @@ def _delete_weights(folder: Path) -> None:
             path.unlink()
 
 
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def execute(run: Run, keep_models: bool = True) -> dict[str, Any]:
     """Train and score ``run`` from scratch (a stale folder is removed first); returns the marker written."""
     from evl_kd_trainer.scripts import distill, evaluate
@@ -146,6 +156,7 @@ def execute(run: Run, keep_models: bool = True) -> dict[str, Any]:
     }
     if not keep_models:
         _delete_weights(run.folder / MODEL_DIR)
+    _release_memory()  # the next run loads its own models in this process
     tmp = run.marker.with_suffix(".tmp")
     tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, run.marker)

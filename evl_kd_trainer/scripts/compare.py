@@ -11,6 +11,7 @@ the runs (`runs/<method>/seed<s>/`). A rerun keeps every finished run and redoes
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -128,6 +129,11 @@ def build_plan(args: CompareArguments, tokens: Sequence[str]) -> Plan:
     from evl_kd_trainer.scripts.args import DataArguments
     from evl_kd_trainer.trainer.config import EVLDistillConfig
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            "evl-kd compare runs its runs one after another in one process: start it with python or evl-kd, not "
+            "accelerate launch / torchrun"
+        )
     recipe = Path(args.recipe)
     if not recipe.is_file():
         raise FileNotFoundError(f"`recipe`: no such file: {recipe}")
