@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from evl_kd_trainer.methods import method_names
 from evl_kd_trainer.scripts.cli_errors import UserError
 from evl_kd_trainer.scripts.compare import main as compare_main
 from evl_kd_trainer.scripts.compare import run as compare_run
@@ -144,7 +145,7 @@ def test_two_methods_two_seeds_table_numbers_and_resume(workspace, tmp_path):
 @pytest.mark.parametrize(
     ("methods", "every_run", "evaluation", "message"),
     [
-        (["sft", "foo"], [], [], "method 'foo': unknown kd_method 'foo'; known: dskd, emkd, evl, multilevel_ot, sft, uld"),
+        (["sft", "foo"], [], [], "method 'foo': unknown kd_method 'foo'; known: " + ", ".join(method_names())),
         (["sft", "x=evl,lamda_rel=0"], [], [], "method 'x=evl,lamda_rel=0': 'lamda_rel' is not a field of EVLDistillConfig; did you mean 'lambda_rel'?"),
         (["sft", "x=evl,seed=3"], [], [], "'seed' is set by the comparison for every run"),
         (["sft", "x=evl,alpha=2"], [], [], "method 'x': "),
@@ -204,6 +205,6 @@ def test_help_gives_the_method_syntax_and_the_registered_methods(tmp_path, monke
     text = capsys.readouterr().out
     assert text.startswith("usage: evl-kd compare --recipe RECIPE --methods METHOD")
     assert "NAME or NAME=KD_METHOD[,KEY=VALUE...]" in text and "ot_only=evl,lambda_mhca=0,lambda_rel=0" in text
-    known = text[text.index("(known: ") : text.index("); `sft` is the control")].replace("\n", " ")
-    assert known == "(known: dskd, emkd, evl, multilevel_ot, sft, uld" and "Turn off --keep_models" in text
+    known = " ".join(text[text.index("(known: ") : text.index("); `sft` is the control")].split())
+    assert known == "(known: " + ", ".join(method_names()) and "Turn off --keep_models" in text
     assert list((tmp_path / "cache" / "evl_kd_trainer" / "help").glob("evl-kd-compare-*.txt"))  # served cached next
