@@ -192,6 +192,14 @@ def test_records_the_teacher_view_drops_are_recorded_not_missing(world, tmp_path
     reader = TeacherCacheReader(tmp_path / "cache")
     assert sorted(reader.check([f"rec-{i}" for i in range(8)])) == sorted(expected)
     assert build(world, tmp_path / "cache", args).written == 0  # dropped records are not retried
+    # Training from the cache drops them too, before the student view is rendered.
+    from evl_kd_trainer.cache import TeacherCacheCollator
+    from evl_kd_trainer.data.collator import DualViewCollator
+
+    collator = TeacherCacheCollator(DualViewCollator(world["student_processor"], return_record_ids=True), reader)
+    batch = collator([world["dataset"][i] for i in range(4)])
+    assert batch["record_ids"] == [f"rec-{i}" for i in range(4) if f"rec-{i}" not in expected]
+    assert collator.stats["dropped_by_teacher_cache"] == len([i for i in range(4) if f"rec-{i}" in expected])
 
 
 def test_prefetch_reads_ahead_in_order(fp32_cache):
