@@ -76,11 +76,11 @@ class ShardBuffer:
             reference = rows.detach().float()
             decoded = codec.decode({k: v.to(rows.device) for k, v in parts.items()}, torch.float32)
             stats = self.stats.setdefault(stream, {"rows": 0, "sq_error": 0.0, "sq_norm": 0.0, "sq_centered": 0.0})
-            mean = codec.basis.mean.to(rows.device) if codec.basis is not None else reference.mean(0)
             stats["rows"] += int(rows.shape[0])
             stats["sq_error"] += float((reference - decoded).pow(2).sum())
             stats["sq_norm"] += float(reference.pow(2).sum())
-            stats["sq_centered"] += float((reference - mean).pow(2).sum())
+            if codec.basis is not None:  # the variance about the basis mean, of which PCA keeps a share
+                stats["sq_centered"] += float((reference - codec.basis.mean.to(rows.device)).pow(2).sum())
         return int(rows.shape[0])
 
     def add(self, record: RecordFeatures) -> None:

@@ -32,11 +32,9 @@ from evl_kd_trainer.cache.manifest import (
     TEACHER_DIR,
     TEACHER_MODULES,
     finished_shards,
-    human_bytes,
     read_json,
     remove_leftovers,
     shard_name,
-    size_report,
     write_json_atomic,
 )
 from evl_kd_trainer.cache.modules import save_teacher_modules
@@ -44,6 +42,7 @@ from evl_kd_trainer.cache.pca import PCABasis, PCAFitter
 from evl_kd_trainer.cache.request import TeacherFeatureSet, features_for
 from evl_kd_trainer.cache.settings import run_fingerprint, teacher_init_kwargs
 from evl_kd_trainer.cache.shards import ShardBuffer
+from evl_kd_trainer.cache.summary import merge_manifest, size_lines
 from evl_kd_trainer.cache.view import teacher_view_collator
 
 logger = logging.getLogger(__name__)
@@ -203,44 +202,6 @@ def _barrier(state: Any) -> None:
         state.wait_for_everyone()
 
 
-def _merge_manifest(directory: Path, config: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """(main process) ``manifest.json`` from every finished shard's metadata."""
-    shards, records, dropped = [], {}, {}
-    totals: dict[str, dict[str, float]] = {}
-    shard_bytes = 0
-    for info in finished_shards(directory):
-        index = len(shards)
-        shards.append(info.name)
-        shard_bytes += info.nbytes
-        for row, (rid, lengths) in enumerate(zip(info.record_ids, info.lengths)):
-            records[rid] = [index, row, *lengths]
-        dropped.update(info.dropped)
-        for stream, values in info.stats.items():
-            total = totals.setdefault(stream, dict.fromkeys(values, 0.0))
-            for key, value in values.items():
-                total[key] += value
-    errors = {
-        stream: {
-            "rows": int(t["rows"]),
-            "relative_rms_error": (t["sq_error"] / t["sq_norm"]) ** 0.5 if t["sq_norm"] else 0.0,
-            "retained_variance": 1.0 - t["sq_error"] / t["sq_centered"] if t["sq_centered"] else 1.0,
-        }
-        for stream, t in totals.items()
-    }
-    manifest = {
-        **config,
-        **extra,
-        "record_columns": ["shard", "row", "tokens", "hidden", "visual", "topk"],
-        "shards": shards,
-        "records": records,
-        "dropped": {rid: reason for rid, reason in dropped.items() if rid not in records},
-        "errors": errors,
-        "size": size_report(directory, shard_bytes, len(records)),
-    }
-    write_json_atomic(directory / MANIFEST, manifest)
-    return manifest
-
-
 def build_teacher_cache(
     output: str | Path,
     dataset: Any,
@@ -330,7 +291,9 @@ def build_teacher_cache(
             pca_path.with_name(PCA_FILE + ".tmp").replace(pca_path)
         _barrier(state)
         saved = load_file(str(pca_path))
-        bases = {s: PCABasis.from_state_dict(saved, s) for s in ("hidden", "visual") if f"{s}.basis" in saved}
+        bases = {  # on the teacher's device: each record is projected where its features are
+            s: PCABasis.from_state_dict(saved, s).to(device) for s in ("hidden", "visual") if f"{s}.basis" in saved
+        }
     codecs = {}
     if features.stores_hidden:
         codecs["hidden"] = RowCodec(spec, bases.get("hidden"))
@@ -378,11 +341,11 @@ def build_teacher_cache(
             "compression": str(spec),
             "teacher_dtype": fingerprint["teacher_dtype"],
             "pad_token_id": collator.views[0].pad_token_id,
-            "pca_retained_variance_fit": {s: b.retained_variance for s, b in bases.items()},
+            "pca_retained_variance_fit": {s: b.retained_variance for s, b in bases.items()},  # on the fit sample
         }
         config = read_json(directory / CACHE_CONFIG)
-        manifest = _merge_manifest(directory, config, extra)
-        _report(manifest)
+        manifest = merge_manifest(directory, config, extra)
+        print(size_lines(manifest))
     _barrier(state)
     if manifest is None:
         manifest = read_json(directory / MANIFEST)
@@ -394,20 +357,3 @@ def build_teacher_cache(
         size=dict(manifest["size"]),
         errors=dict(manifest["errors"]),
     )
-
-
-def _report(manifest: dict[str, Any]) -> None:
-    size = manifest["size"]
-    lines = [
-        f"Teacher cache: {size['records']} records ({len(manifest['dropped'])} dropped by the teacher view), "
-        f"compression {manifest['compression']}.",
-        f"  size: {human_bytes(size['bytes_per_sample'])} per sample, {human_bytes(size['shard_bytes'])} of shards "
-        f"+ {human_bytes(size['shared_bytes'])} stored once",
-        f"  at ECGInstruct's {size['extrapolated_samples']:,} samples: {human_bytes(size['extrapolated_bytes'])}",
-    ]
-    for stream, error in manifest["errors"].items():
-        lines.append(
-            f"  {stream}: relative RMS error {error['relative_rms_error']:.3g}, retained variance "
-            f"{error['retained_variance']:.4f} over {error['rows']} rows"
-        )
-    print("\n".join(lines))
