@@ -3,6 +3,8 @@ cache collator serves a student-view batch its cached teacher features."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 from datasets import Dataset
@@ -91,3 +93,12 @@ def test_cache_collator_gives_a_student_batch_its_teacher_features(world, tmp_pa
     inputs, store, _ = live_teacher(world, args, [0, 1, 2])
     assert torch.equal(rebuilt.teacher_inputs()["input_ids"], inputs["input_ids"])
     assert not any(k.startswith("teacher_") or k == "record_ids" for k in batch)
+    # DataLoader workers: forked ones open their own shard files, spawned ones get a pickled copy.
+    workers = torch.utils.data.DataLoader(
+        world["dataset"], batch_size=4, collate_fn=collator, num_workers=2, multiprocessing_context="fork"
+    )
+    for batch in workers:
+        expected = reader.batch(batch["record_ids"])
+        assert torch.equal(batch["teacher_cached_hidden"], expected.hidden) and len(batch["record_ids"]) == 4
+    copy = pickle.loads(pickle.dumps(collator))
+    assert torch.equal(copy([world["dataset"][7]])["teacher_cached_hidden"], reader.batch(["rec-7"]).hidden)

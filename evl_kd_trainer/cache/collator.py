@@ -45,6 +45,8 @@ class TeacherCacheCollator:
         return self.collator.stats
 
     def __getattr__(self, name: str) -> Any:  # on_bad_image, special_token_text, ... of the wrapped collator
+        if "collator" not in self.__dict__:  # while unpickling (a spawned DataLoader worker)
+            raise AttributeError(name)
         return getattr(self.__dict__["collator"], name)
 
     def set_fallback_dataset(self, dataset: Any, max_tries: int = 64) -> None:

@@ -13,6 +13,7 @@ never loads the teacher's weights. Only the rows a batch needs are read (``safe_
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 from collections import OrderedDict
@@ -117,8 +118,23 @@ class TeacherCacheReader:
             self.directory / TEACHER_MODULES, self.device, self.dtype
         )
         self._max_open = max_open_shards
+        self._reset_handles()
+
+    def _reset_handles(self) -> None:
         self._handles: OrderedDict[int, tuple[Any, torch.Tensor, set[str]]] = OrderedDict()
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for DataLoader workers started by "spawn": open files and the lock are made again there.
+        state = dict(self.__dict__)
+        for name in ("_handles", "_lock", "_pid"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_handles()
 
     @classmethod
     def open(cls, directory: str | Path, expected_fingerprint: Mapping[str, Any] | None = None, **kwargs: Any):
@@ -168,6 +184,9 @@ class TeacherCacheReader:
 
     # ---------------------------------------------------------------------------------------------- reads
     def _shard(self, index: int) -> tuple[Any, torch.Tensor, set[str]]:
+        if os.getpid() != self._pid:  # a forked DataLoader worker opens its own files
+            self._handles.clear()
+            self._pid = os.getpid()
         entry = self._handles.get(index)
         if entry is None:
             handle = safe_open(str(self.directory / SHARD_DIR / self._shards[index]), framework="pt")
