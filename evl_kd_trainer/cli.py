@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("evl_kd_trainer.scripts.sft", "stage 1: supervised fine-tuning from a recipe"),
     "distill": ("evl_kd_trainer.scripts.distill", "stage 2: EVL-ECG (or baseline) distillation from a recipe"),
+    "cache-teacher": ("evl_kd_trainer.scripts.cache_teacher", "run a recipe's teacher once, caching its features"),
     "evaluate": ("evl_kd_trainer.eval.cli", "score a model on ECG-Bench-style splits"),
     "compare": ("evl_kd_trainer.scripts.compare", "methods x seeds: distil, score, paired-bootstrap table and plot"),
     "convert-llava": ("evl_kd_trainer.convert.cli", "convert an original-LLaVA checkpoint (e.g. PULSE-7B)"),
@@ -25,7 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 # Commands whose options are config fields (slow to import; `compare` lists the registered KD methods, which
 # imports torch): their plain `--help` is served from a cache.
-RECIPE_COMMANDS = ("sft", "distill", "evaluate", "compare")
+RECIPE_COMMANDS = ("sft", "distill", "cache-teacher", "evaluate", "compare")
 
 
 def _usage() -> str:

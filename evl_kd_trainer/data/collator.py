@@ -193,6 +193,10 @@ class DualViewCollator:
             space after its first character keeps it text in both views; counted as ``escaped_special_text``),
             ``"skip"`` (drop the sample, counted as ``dropped_special_token_text``) or ``"error"``.
         image_limits: pixel-count, aspect-ratio and decode-size limits checked before an image is decoded.
+        return_record_ids: add ``record_ids`` to each batch: the ids (:func:`evl_kd_trainer.cache.ids.record_id`:
+            the ``id`` field, else a content hash) of the samples the batch holds, in row order, after drops and
+            replacements. A list of strings, not a tensor: whoever reads it must pop it before the model's forward
+            (the teacher-feature cache looks the batch's teacher features up by these ids). Off by default.
 
     ``stats`` counts ``samples``, ``truncated`` (in any view), ``student_truncated``, ``teacher_truncated``,
     ``dropped``, ``dropped_<reason>`` (``too_long``, ``image_cut``, ``no_response_left``, ``bad_image``,
@@ -214,6 +218,7 @@ class DualViewCollator:
         on_bad_image: str = "skip",
         special_token_text: str = "escape",
         image_limits: ImageLimits | None = None,
+        return_record_ids: bool = False,
     ) -> None:
         if truncation not in TRUNCATION_MODES:
             raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}.")
@@ -236,6 +241,7 @@ class DualViewCollator:
         # One escaper for both views: the record's text must read the same to the student and the teacher.
         self._escaper = SpecialTextEscaper(special_token_strings(view.processor for view in self.views))
         self.stats: dict[str, int] = {"samples": 0, "truncated": 0, "dropped": 0}
+        self.return_record_ids = return_record_ids
 
     @property
     def num_dropped(self) -> int:
@@ -252,6 +258,7 @@ class DualViewCollator:
         if not examples:
             raise ValueError("DualViewCollator got an empty list of examples.")
         kept: list[list[_Encoded]] = []  # per kept sample, one encoding per view
+        kept_examples: list[dict[str, Any]] = []
         dropped: list[str] = []
         for position, example in enumerate(examples):
             record = repr(example.get("id")) if example.get("id") is not None else f"#{position} of the batch"
@@ -260,6 +267,7 @@ class DualViewCollator:
                 dropped.append(record)
             else:
                 kept.append(encodings)
+                kept_examples.append(example)
         if not kept:
             replacement = self._replacement()
             if replacement is None:
@@ -268,9 +276,15 @@ class DualViewCollator:
                     f"above for each reason (too long: raise max_length / teacher_max_length). Stats: {self.stats}"
                 )
             kept.append(replacement)
-        batch: dict[str, torch.Tensor] = {}
+            kept_examples.append(self._replacement_example)
+        batch: dict[str, Any] = {}
         for index, view in enumerate(self.views):
             batch.update(self._pad_view(view, [encodings[index] for encodings in kept]))
+        if self.return_record_ids:
+            # (teacher-feature cache) which records the rows are; a list of str, popped before any forward
+            from evl_kd_trainer.cache.ids import record_id
+
+            batch["record_ids"] = [record_id(example) for example in kept_examples]
         return batch
 
     def set_fallback_dataset(self, dataset: Any, max_tries: int = 64) -> None:
@@ -294,6 +308,7 @@ class DualViewCollator:
             example = dataset[index]
             encodings = self._encode_sample(example, f"replacement #{index}")
             if encodings is not None:
+                self._replacement_example = example  # its record id, for `return_record_ids`
                 self._count("replaced_empty_batch")
                 logger.warning(
                     "DualViewCollator: every sample of a batch was dropped; trained on sample #%d instead. Stats: %s",
