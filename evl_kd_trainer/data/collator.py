@@ -23,6 +23,7 @@ before any model runs: an over-long sample is cut or dropped, a sample whose ima
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +198,8 @@ class DualViewCollator:
             the ``id`` field, else a content hash) of the samples the batch holds, in row order, after drops and
             replacements. A list of strings, not a tensor: whoever reads it must pop it before the model's forward
             (the teacher-feature cache looks the batch's teacher features up by these ids). Off by default.
+        escape_also: further processors whose special-token strings are escaped in the record text, though their
+            view is not rendered (a run from a teacher cache escapes the cached teacher's strings, as its build did).
 
     ``stats`` counts ``samples``, ``truncated`` (in any view), ``student_truncated``, ``teacher_truncated``,
     ``dropped``, ``dropped_<reason>`` (``too_long``, ``image_cut``, ``no_response_left``, ``bad_image``,
@@ -219,6 +222,7 @@ class DualViewCollator:
         special_token_text: str = "escape",
         image_limits: ImageLimits | None = None,
         return_record_ids: bool = False,
+        escape_also: Sequence[Any] = (),
     ) -> None:
         if truncation not in TRUNCATION_MODES:
             raise ValueError(f"truncation must be one of {TRUNCATION_MODES}, got {truncation!r}.")
@@ -239,7 +243,10 @@ class DualViewCollator:
                 _make_view("teacher", "teacher_", teacher_processor, teacher_chat_template, teacher_max_length)
             )
         # One escaper for both views: the record's text must read the same to the student and the teacher.
-        self._escaper = SpecialTextEscaper(special_token_strings(view.processor for view in self.views))
+        # `escape_also`: processors whose view is not rendered here but whose strings the text must not contain
+        # either (a run from a teacher cache: the teacher's view was rendered, and escaped, when it was built).
+        processors = [*(view.processor for view in self.views), *escape_also]
+        self._escaper = SpecialTextEscaper(special_token_strings(processors))
         self.stats: dict[str, int] = {"samples": 0, "truncated": 0, "dropped": 0}
         self.return_record_ids = return_record_ids
 

@@ -45,6 +45,12 @@ class EVLDistillConfig(SecretFreeArgs, *METHOD_CONFIGS, SFTConfig):
             the original LLaVA format (PULSE-7B) must first go through `evl-kd convert-llava`.
         teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for loading the teacher from a path (e.g. `{"dtype": "bfloat16"}`).
+        teacher_cache_dir (`str`, *optional*):
+            A teacher-feature cache built by `evl-kd cache-teacher` for this recipe: the teacher is then neither
+            loaded nor run, and each batch's teacher features are read from the cache. The cache must match the run
+            (teacher weights, processor, template, `teacher_max_length`, layer, positions: an error names the first
+            field that differs) and hold every training record (an error names the first missing ids).
+            `teacher_model_name_or_path` is still read, to fingerprint the teacher's weights (not loaded).
 
         > Parameters that control the distillation objective
 
@@ -113,6 +119,10 @@ class EVLDistillConfig(SecretFreeArgs, *METHOD_CONFIGS, SFTConfig):
     teacher_model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
         metadata={"help": 'Keyword arguments for loading the teacher from a path (e.g. `{"dtype": "bfloat16"}`).'},
+    )
+    teacher_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Teacher-feature cache from `evl-kd cache-teacher`: the teacher is not loaded or run."},
     )
     kd_method: str = field(
         default="evl",

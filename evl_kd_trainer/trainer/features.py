@@ -26,6 +26,8 @@ class TeacherSide:
         visual / visual_mask: padded LM-input visual tokens ``(B, V, Dv)`` and their mask, when requested.
         lm_head / embed_tokens: the teacher's LM head and input embeddings (frozen), when the request needs them
             (the LM head is also what teacher logits are computed with).
+        logits: ``(logits (B, R, V), mask (B, R))`` at the positions predicting an answer token, when they come
+            ready-made (a top-k teacher cache) rather than from ``lm_head``.
     """
 
     hidden: torch.Tensor
@@ -34,6 +36,7 @@ class TeacherSide:
     visual_mask: torch.Tensor | None = None
     lm_head: nn.Module | None = None
     embed_tokens: nn.Module | None = None
+    logits: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def live_teacher_side(
@@ -89,7 +92,9 @@ def build_features(
         features.student_logits, features.student_logits_mask = logits_at(
             student_lm_head, student_store.hidden, positions
         )
-    if request.teacher_logits:
+    if request.teacher_logits and teacher.logits is not None:
+        features.teacher_logits, features.teacher_logits_mask = teacher.logits
+    elif request.teacher_logits:
         positions = method.logit_positions(features, "teacher")
         with torch.no_grad():
             features.teacher_logits, features.teacher_logits_mask = logits_at(

@@ -97,6 +97,9 @@ def build_model_card(trainer: Any, model_name: str, dataset_name: str | None = N
         f"- **Teacher:** {teacher_name or 'none'}" + (f" (revision `{teacher_revision}`)" if teacher_revision else ""),
         f"- **Method:** `{method}`: {method_cls.title or method}",
     ]
+    cache = getattr(trainer, "teacher_cache", None)
+    if cache is not None:
+        lines.append(f"- **Teacher features:** {cache.card_line()}")
     if weights:
         lines.append("- **Method settings:** " + ", ".join(f"`{k}={v}`" for k, v in weights.items()))
     lines += [

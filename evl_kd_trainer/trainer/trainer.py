@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, ProcessorMixin, TrainingArguments
 from transformers.utils import logging
 from trl import SFTConfig, SFTTrainer
 
+from evl_kd_trainer.data.lengths import resolve_max_lengths
 from evl_kd_trainer.methods import DistillationMethod, DistillFeatures, get_method
 from evl_kd_trainer.models.base import unwrap_model
 from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
@@ -42,6 +43,7 @@ from evl_kd_trainer.trainer.teacher import (
     prepare_teacher,
     teacher_path_of,
 )
+from evl_kd_trainer.trainer.teacher_cache import CachedTeacher
 
 logger = logging.get_logger(__name__)
 
@@ -103,21 +105,30 @@ class EVLDistillTrainer(NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpoin
 
         # Teacher: an inactive method (alpha = 0, every weight 0, kd_method="sft") is plain SFT, so the teacher is
         # then neither loaded nor placed, and the batches carry no teacher view.
-        teacher = teacher_adapter = None
+        teacher = teacher_adapter = cache = None
         if request.teacher:
             teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
-            if teacher_model is None:
+            if teacher_model is None and args.teacher_cache_dir is None:
                 raise ValueError(
                     f"kd_method={args.kd_method!r} needs a teacher: pass `teacher_model=` or set "
                     "`teacher_model_name_or_path` in the config."
                 )
-            if active:
+            if active and args.teacher_cache_dir is not None:
+                # Checked before anything else is built: a cache of other settings or records fails here.
+                cache = CachedTeacher(args, teacher_model, processing_class, teacher_processing_class, train_dataset)
+                teacher_adapter, teacher_processing_class = cache.adapter, cache.teacher_processor
+            elif active:
                 teacher, teacher_processing_class, teacher_adapter = load_teacher(
                     args, teacher_model, teacher_processing_class
                 )
             else:
                 logger.info(f"kd_method={args.kd_method!r} carries no weight under these settings: plain SFT.")
-        if data_collator is None:
+        elif args.teacher_cache_dir is not None:
+            raise ValueError(f"teacher_cache_dir is set but kd_method={args.kd_method!r} reads no teacher.")
+        if data_collator is None and cache is not None:
+            max_length, _ = resolve_max_lengths(args.max_length, None, model, None)
+            data_collator = cache.collator(args, processing_class, max_length)
+        elif data_collator is None:
             data_collator = self._default_collator(args, model, processing_class, teacher, teacher_processing_class)
         args.remove_unused_columns = False  # the collator needs the raw `messages` / `images` columns
 
@@ -141,7 +152,8 @@ class EVLDistillTrainer(NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpoin
 
         # The method's modules live under the student so DDP/DeepSpeed treat them as part of its forward.
         hf_student = unwrap_model(self.model)
-        teacher_dims = self.teacher_adapter.dims if teacher is not None else student_adapter.dims
+        self.teacher_cache = cache
+        teacher_dims = teacher_adapter.dims if teacher_adapter is not None else student_adapter.dims
         self.kd_method = method_cls(args, student_adapter.dims, teacher_dims)
         if self.kd_method.is_active():
             self.kd_method.to(next(hf_student.parameters()).device)
@@ -155,7 +167,6 @@ class EVLDistillTrainer(NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpoin
     @staticmethod
     def _default_collator(args: Any, model: nn.Module, processor: Any, teacher: Any, teacher_processor: Any) -> Any:
         from evl_kd_trainer.data.collator import DualViewCollator
-        from evl_kd_trainer.data.lengths import resolve_max_lengths
 
         # Unset limits are each model's own context: an over-long sample is cut or dropped (counted) up front.
         max_length, teacher_max_length = resolve_max_lengths(args.max_length, args.teacher_max_length, model, teacher)
@@ -190,7 +201,8 @@ class EVLDistillTrainer(NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpoin
     # -------------------------------------------------------------------------------------------- the loss
     def _kd_active(self) -> bool:
         # An inactive method (alpha = 0, or a baseline whose own weight is 0) is plain SFT: no teacher forward.
-        return self.teacher_model is not None and self.kd_method.is_active()
+        teacher = self.teacher_model is not None or self.teacher_cache is not None
+        return teacher and self.kd_method.is_active()
 
     def compute_loss(
         self,
@@ -201,6 +213,7 @@ class EVLDistillTrainer(NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpoin
     ) -> Any:
         teacher_inputs = {k[len(TEACHER_PREFIX) :]: inputs.pop(k) for k in list(inputs) if k.startswith(TEACHER_PREFIX)}
         student_response_mask = inputs.pop("response_mask", None)
+        record_ids = inputs.pop("record_ids", None)  # (a teacher-cache batch) never reaches the student
         teacher_response_mask = teacher_inputs.pop("response_mask", None)
         teacher_inputs.pop("labels", None)
         # With `num_items_in_batch`, Trainer leaves gradient accumulation to the loss (CE is normalised over the
@@ -218,7 +231,7 @@ class EVLDistillTrainer(NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpoin
             student_response_mask = inputs["labels"] != -100
         if teacher_response_mask is None:
             raise ValueError("The batch has no `teacher_response_mask`: use DualViewCollator (or a collator like it).")
-        teacher = self._teacher_forward(teacher_inputs)
+        teacher = self._teacher_forward(teacher_inputs, record_ids, teacher_response_mask)
         masks = {
             "student_attention_mask": inputs["attention_mask"].bool(),
             "student_response_mask": student_response_mask.bool(),
@@ -248,7 +261,10 @@ class EVLDistillTrainer(NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpoin
         self._log_terms(ce_loss.detach() * steps, terms)
         return (total, outputs) if return_outputs else total
 
-    def _teacher_forward(self, teacher_inputs: dict[str, Any]) -> TeacherSide:
+    def _teacher_forward(self, teacher_inputs: dict[str, Any], record_ids: Any = None, response_mask: Any = None):
+        if self.teacher_cache is not None:
+            cached = {**teacher_inputs, "response_mask": response_mask}
+            return self.teacher_cache.teacher_side(cached, record_ids, self.kd_request, response_mask.device)
         return live_teacher_side(self.teacher_model, self.teacher_adapter, teacher_inputs, self.kd_request)
 
     def _build_features(self, student_store: Any, teacher: TeacherSide, masks: dict[str, Any]) -> DistillFeatures:

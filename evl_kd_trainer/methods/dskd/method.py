@@ -14,6 +14,7 @@ from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, Fea
 from evl_kd_trainer.methods.dskd.config import DSKDConfig
 from evl_kd_trainer.methods.features import next_token_positions, next_token_response_mask, response_logits
 from evl_kd_trainer.methods.registry import register_method
+from evl_kd_trainer.methods.request import POSITIONS_NEXT_TOKEN
 
 
 def _token_embeddings(features: DistillFeatures, side: str, ids: torch.Tensor) -> torch.Tensor:
@@ -69,7 +70,13 @@ class DSKDMethod(DistillationMethod):
     def request(cls, args: Any) -> FeatureRequest:
         """Both logits at the answer-predicting positions, both LM heads (the projected states are decoded through
         them) and both input-embedding tables (index embeddings), all from the final layer."""
-        return FeatureRequest(student_logits=True, teacher_logits=True, lm_heads=True, embeddings=True)
+        return FeatureRequest(
+            student_logits=True,
+            teacher_logits=True,
+            lm_heads=True,
+            embeddings=True,
+            teacher_positions=POSITIONS_NEXT_TOKEN,
+        )
 
     def parameter_groups(self) -> list[tuple[list[nn.Parameter], float]]:
         """The projectors at ``dskd_projector_lr`` (the authors' 1e-3), not the shared aligner rate."""

@@ -11,6 +11,7 @@ from evl_kd_trainer.losses.emkd import CROSS_VOCAB_MODES, match_vision_tokens, v
 from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest, ModelDims
 from evl_kd_trainer.methods.emkd.config import EMKDConfig
 from evl_kd_trainer.methods.registry import register_method
+from evl_kd_trainer.methods.request import POSITIONS_IMAGE_OR_RESPONSE
 
 
 @register_method("emkd")
@@ -53,7 +54,7 @@ class EMKDMethod(DistillationMethod):
     @classmethod
     def request(cls, args: Any) -> FeatureRequest:
         """Last-layer hidden states (the vision tokens are decoded at the image positions) and both LM heads."""
-        return FeatureRequest(lm_heads=True)
+        return FeatureRequest(lm_heads=True, teacher_positions=POSITIONS_IMAGE_OR_RESPONSE)
 
     def forward(self, features: DistillFeatures) -> dict[str, torch.Tensor]:
         f = features

@@ -11,6 +11,7 @@ from evl_kd_trainer.losses import mhca_loss, relational_loss, sinkhorn_ot_loss
 from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest, ModelDims
 from evl_kd_trainer.methods.evl.config import EVLConfig
 from evl_kd_trainer.methods.registry import register_method
+from evl_kd_trainer.methods.request import POSITIONS_ATTENTION, POSITIONS_NONE, POSITIONS_RESPONSE
 
 
 @register_method("evl")
@@ -56,9 +57,15 @@ class EVLMethod(DistillationMethod):
 
     @classmethod
     def request(cls, args: Any) -> FeatureRequest:
-        """Hidden states of the configured layers, and the visual tokens when the OT term is weighted."""
+        """Hidden states of the configured layers under ``kd_token_scope`` (when MHCA or the relational term is
+        weighted), and the visual tokens when the OT term is."""
+        hidden_terms = args.lambda_mhca > 0 or args.lambda_rel > 0
+        scope = POSITIONS_RESPONSE if args.kd_token_scope == "response" else POSITIONS_ATTENTION
         return FeatureRequest(
-            student_layer=args.student_hidden_layer, teacher_layer=args.teacher_hidden_layer, visual=args.lambda_ot > 0
+            student_layer=args.student_hidden_layer,
+            teacher_layer=args.teacher_hidden_layer,
+            visual=args.lambda_ot > 0,
+            teacher_positions=scope if hidden_terms else POSITIONS_NONE,
         )
 
     def _token_masks(self, features: DistillFeatures) -> tuple[torch.Tensor, torch.Tensor]:

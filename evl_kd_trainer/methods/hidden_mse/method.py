@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from evl_kd_trainer.losses.alignment import align_response_spans
-from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, ModelDims
+from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest, ModelDims
 from evl_kd_trainer.methods.hidden_mse.config import HiddenMSEConfig
 from evl_kd_trainer.methods.hidden_mse.loss import hidden_mse_loss
 from evl_kd_trainer.methods.registry import register_method
+from evl_kd_trainer.methods.request import POSITIONS_RESPONSE
 
 
 @register_method("hidden_mse")
@@ -33,6 +34,15 @@ class HiddenMSEMethod(DistillationMethod):
     def __init__(self, args: Any, student_dims: ModelDims, teacher_dims: ModelDims) -> None:
         super().__init__(args, student_dims, teacher_dims)
         self.projector = nn.Linear(teacher_dims.hidden_size, student_dims.hidden_size)
+
+    @classmethod
+    def request(cls, args: Any) -> FeatureRequest:
+        """Hidden states of the configured layers, read at the answer tokens only."""
+        return FeatureRequest(
+            student_layer=args.student_hidden_layer,
+            teacher_layer=args.teacher_hidden_layer,
+            teacher_positions=POSITIONS_RESPONSE,
+        )
 
     @classmethod
     def active_for(cls, args: Any) -> bool:

@@ -11,6 +11,7 @@ from evl_kd_trainer.losses.uld import uld_loss
 from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest
 from evl_kd_trainer.methods.features import next_token_positions, response_logits
 from evl_kd_trainer.methods.registry import register_method
+from evl_kd_trainer.methods.request import POSITIONS_NEXT_TOKEN
 from evl_kd_trainer.methods.uld.config import ULDConfig
 
 
@@ -39,7 +40,7 @@ class ULDMethod(DistillationMethod):
     @classmethod
     def request(cls, args: Any) -> FeatureRequest:
         """Both models' logits at the positions predicting an answer token (final layer)."""
-        return FeatureRequest(student_logits=True, teacher_logits=True)
+        return FeatureRequest(student_logits=True, teacher_logits=True, teacher_positions=POSITIONS_NEXT_TOKEN)
 
     def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
         """The positions predicting an answer token: the only logits ULD reads."""
