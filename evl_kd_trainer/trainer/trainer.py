@@ -36,6 +36,7 @@ from evl_kd_trainer.methods import DistillationMethod, DistillFeatures, get_meth
 from evl_kd_trainer.models.base import unwrap_model
 from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
 from evl_kd_trainer.trainer.config import EVLDistillConfig
+from evl_kd_trainer.trainer.ecgbench import ECGBenchEvalMixin
 from evl_kd_trainer.trainer.nonfinite import NonfiniteGuardMixin, refuse_nonfinite_weights
 
 logger = logging.get_logger(__name__)
@@ -88,7 +89,7 @@ def _check_processor_matches(model: nn.Module, processor: Any, role: str) -> Non
             )
 
 
-class EVLDistillTrainer(NonfiniteGuardMixin, AtomicCheckpointMixin, SFTTrainer):
+class EVLDistillTrainer(ECGBenchEvalMixin, NonfiniteGuardMixin, AtomicCheckpointMixin, SFTTrainer):
     """Distil a frozen teacher VLM into a student VLM with the EVL-ECG objective (or a baseline method).
 
     Args:
