@@ -209,6 +209,11 @@ def test_tensorboard_receives_the_scores_offline(tmp_path, split_file):
     assert scalar.step == 2 and scalar.value == pytest.approx(entry["eval_synthetic_accuracy"])
 
 
+def test_an_eval_strategy_without_eval_dataset_says_how_to_score_ecgbench_alone(tmp_path, split_file):
+    with pytest.raises(ValueError, match=r"`eval_strategy='steps'` needs an `eval_dataset`.*`eval_strategy='no'`"):
+        make_trainer(tmp_path, split_file, max_steps=2, eval_strategy="steps", eval_steps=2, save_strategy="no")
+
+
 def test_a_call_to_evaluate_outside_training_scores_too(tmp_path, split_file):
     trainer = make_trainer(
         tmp_path, split_file, max_steps=2, learning_rate=5e-4, save_strategy="no", ecgbench_eval_steps=5
@@ -351,3 +356,25 @@ def test_sft_script_scores_from_a_recipe(tmp_path, split_file):
     assert run(["--recipe", str(tmp_path / "sft.yaml")]) == 0
     history = json.loads((tmp_path / "sft" / "trainer_state.json").read_text())["log_history"]
     assert [entry["step"] for entry in history if "eval_synthetic_accuracy" in entry] == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["pulse_to_qwen.yaml", "sft_qwen3vl_2b.yaml", "demo/distill.yaml"])
+def test_the_recipes_commented_examples_are_valid_settings(name):
+    """The commented-out `ecgbench_eval_*` blocks of the recipes work once uncommented (keys, types, splits)."""
+    import re
+
+    from trl import ModelConfig
+
+    from evl_kd_trainer.scripts.args import DataArguments
+    from evl_kd_trainer.scripts.recipe import validate_recipe
+    from evl_kd_trainer.scripts.sft import VLMSFTConfig
+
+    text = (Path(__file__).resolve().parent.parent / "recipes" / name).read_text()
+    keys = r"ecgbench_eval_\w+|metric_for_best_model|save_strategy|load_best_model_at_end"
+    block = yaml.safe_load("\n".join(re.findall(rf"^# ((?:{keys}): .*)$", text, flags=re.MULTILINE)))
+    assert "ecgbench_eval_splits" in block and "ecgbench_eval_steps" in block
+    config = VLMSFTConfig if name.startswith("sft") else EVLDistillConfig
+    validate_recipe({**yaml.safe_load(text), **block}, (ModelConfig, DataArguments, config), name)
+    pairs = resolve_split_files(block["ecgbench_eval_splits"], block.get("ecgbench_eval_data_files"))
+    if "metric_for_best_model" in block:
+        assert block["metric_for_best_model"].split("_")[1] in [split for split, _ in pairs]

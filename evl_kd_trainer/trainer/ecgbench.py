@@ -30,6 +30,15 @@ class ECGBenchEvalMixin:
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        config = kwargs.get("args")
+        if getattr(config, "ecgbench_eval_splits", None) and kwargs.get("eval_dataset") is None:
+            if config.eval_strategy != "no":
+                # Trainer refuses this too, without saying how to score ECG-Bench alone.
+                raise ValueError(
+                    f"`eval_strategy={getattr(config.eval_strategy, 'value', config.eval_strategy)!r}` needs an "
+                    "`eval_dataset`, and there is none. To score only the ECG-Bench splits, set `eval_strategy='no'` "
+                    "with `ecgbench_eval_steps` (and `save_strategy='best'` for `load_best_model_at_end`)."
+                )
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         self.ecgbench_evaluator = None
         self._ecgbench_pending: dict[str, float] | None = None
