@@ -378,3 +378,37 @@ def test_the_recipes_commented_examples_are_valid_settings(name):
     pairs = resolve_split_files(block["ecgbench_eval_splits"], block.get("ecgbench_eval_data_files"))
     if "metric_for_best_model" in block:
         assert block["metric_for_best_model"].split("_")[1] in [split for split, _ in pairs]
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("mode", ["ddp", "zero3"])
+def test_two_processes_score_like_evaluate_on_the_checkpoint(tmp_path, split_file, mode):
+    """Two CPU ranks (torchrun, gloo): each answers its share, both log the same scores, and those are the
+    scores of `evl-kd evaluate` on the checkpoint of that step (under ZeRO-3 too, where generation gathers weights
+    and every rank must run `generate` equally often)."""
+    from tests.test_distributed import launch, torchrun
+
+    worker = Path(__file__).with_name("ecgbench_ddp_worker.py")
+    launch(torchrun(2, worker, str(tmp_path), str(split_file), mode), f"ECG-Bench under {mode} with 2 processes")
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [result["world"] for result in ranks] == [2, 2]
+    scored = [[{k: v for k, v in e.items() if k != "eval_ecgbench_runtime"} for e in r["entries"]] for r in ranks]
+    (entry,) = scored[0]
+    assert scored[1] == scored[0] and entry["step"] == 2  # the same gathered answers, scored alike on both ranks
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    direct = run_evaluation(
+        EvalArguments(
+            model_name_or_path=[str(checkpoint)],
+            splits=["synthetic"],
+            data_files=[str(split_file)],
+            max_new_tokens=4,
+            batch_size=1,
+            max_samples=3,
+            output_dir=str(tmp_path / "direct"),
+            progress=False,
+        )
+    )
+    scores = direct["models"][checkpoint.name]["splits"]["synthetic"]
+    assert entry["eval_synthetic_accuracy"] == scores["accuracy"]
+    during = predictions(tmp_path / "run" / "ecgbench_predictions" / "step-2" / "synthetic.jsonl")
+    assert during == predictions(tmp_path / "direct" / scores["predictions_file"]) and len(during) == 3
