@@ -214,15 +214,16 @@ def test_an_eval_strategy_without_eval_dataset_says_how_to_score_ecgbench_alone(
         make_trainer(tmp_path, split_file, max_steps=2, eval_strategy="steps", eval_steps=2, save_strategy="no")
 
 
-def test_a_call_to_evaluate_outside_training_scores_too(tmp_path, split_file):
+def test_the_last_step_and_a_call_to_evaluate_outside_training_score_too(tmp_path, split_file):
     trainer = make_trainer(
-        tmp_path, split_file, max_steps=2, learning_rate=5e-4, save_strategy="no", ecgbench_eval_steps=5
+        tmp_path, split_file, max_steps=3, learning_rate=5e-4, save_strategy="no", ecgbench_eval_steps=2
     )
     trainer.train()
-    assert bench_entries(trainer) == []  # 5 does not divide any step of this run
+    assert [entry["step"] for entry in bench_entries(trainer)] == [2, 3]  # every 2 steps, and the final model
     metrics = trainer.evaluate()
+    assert [entry["step"] for entry in bench_entries(trainer)] == [2, 3, 3]
     assert bench_entries(trainer)[-1]["eval_synthetic_accuracy"] == metrics["eval_synthetic_accuracy"]
-    assert predictions(Path(trainer.args.output_dir) / "ecgbench_predictions" / "step-2" / "synthetic.jsonl")
+    assert predictions(Path(trainer.args.output_dir) / "ecgbench_predictions" / "step-3" / "synthetic.jsonl")
 
 
 def test_ranks_answer_strided_padded_shares_and_gather_the_same_scores(split_file):

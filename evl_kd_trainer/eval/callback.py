@@ -162,11 +162,18 @@ class ECGBenchEvaluator:
         return gathered
 
 
+def is_ecgbench_step(state: Any, eval_steps: int) -> bool:
+    """Whether ECG-Bench runs at ``state.global_step`` under ``ecgbench_eval_steps=eval_steps``: its multiples,
+    and the last step (the final model is always scored)."""
+    return state.global_step % eval_steps == 0 or state.global_step >= state.max_steps
+
+
 class ECGBenchEvalCallback(TrainerCallback):
-    """Ask for an evaluation every ``eval_steps`` optimizer steps (also under ``eval_strategy="no"``).
+    """Ask for an evaluation every ``eval_steps`` optimizer steps and at the last step (also under
+    ``eval_strategy="no"``), as ``DefaultFlowCallback`` does for ``eval_steps``.
 
     The evaluation itself, ECG-Bench included, is the trainer's (``ECGBenchEvalMixin.evaluate``); this only
-    schedules it, the way ``DefaultFlowCallback`` schedules ``eval_strategy`` evaluations.
+    schedules it.
     """
 
     def __init__(self, eval_steps: int) -> None:
@@ -175,6 +182,6 @@ class ECGBenchEvalCallback(TrainerCallback):
         self.eval_steps = eval_steps
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if state.global_step % self.eval_steps == 0:
+        if is_ecgbench_step(state, self.eval_steps):
             control.should_evaluate = True
         return control

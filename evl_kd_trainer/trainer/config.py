@@ -122,8 +122,8 @@ class EVLDistillConfig(SecretFreeArgs, ECGBenchEvalArguments, SFTConfig):
         ecgbench_eval_image_root (`str`, *optional*):
             Folder relative image paths start from; default: each data file's folder.
         ecgbench_eval_steps (`int`, *optional*):
-            Score every N optimizer steps (also under `eval_strategy="no"`); `None`: at each `eval_strategy`
-            evaluation.
+            Score every N optimizer steps and at the last step (also under `eval_strategy="no"`); `None`: at each
+            `eval_strategy` evaluation.
         ecgbench_eval_max_samples (`int`, *optional*):
             Score only the first N records of each split.
         ecgbench_eval_max_new_tokens (`int`, *optional*, defaults to `1024`):

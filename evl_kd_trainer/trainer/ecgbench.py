@@ -17,6 +17,8 @@ from typing import Any
 
 from transformers.utils import logging
 
+from evl_kd_trainer.eval.callback import ECGBenchEvalCallback, ECGBenchEvaluator, is_ecgbench_step
+
 logger = logging.get_logger(__name__)
 
 PREDICTIONS_DIR = "ecgbench_predictions"
@@ -45,8 +47,6 @@ class ECGBenchEvalMixin:
         split_files = self.args.ecgbench_split_files() if hasattr(self.args, "ecgbench_split_files") else []
         if not split_files:
             return
-        from evl_kd_trainer.eval.callback import ECGBenchEvalCallback, ECGBenchEvaluator
-
         # Read and checked now, before any training step: a bad file fails here, naming the file and record.
         self.ecgbench_evaluator = ECGBenchEvaluator(
             split_files,
@@ -60,11 +60,11 @@ class ECGBenchEvalMixin:
 
     def _ecgbench_due(self, eval_dataset: Any, metric_key_prefix: str) -> bool:
         # Only the trainer's own evaluation (not `evaluate(other_dataset)` nor `predict`); during training, every
-        # `ecgbench_eval_steps` steps when set; a call outside training always scores.
+        # `ecgbench_eval_steps` steps and at the last step when set; a call outside training always scores.
         if self.ecgbench_evaluator is None or eval_dataset is not None or metric_key_prefix != "eval":
             return False
         steps = self.args.ecgbench_eval_steps
-        return steps is None or not self.is_in_train or self.state.global_step % steps == 0
+        return steps is None or not self.is_in_train or is_ecgbench_step(self.state, steps)
 
     def evaluate(
         self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"

@@ -26,8 +26,8 @@ class ECGBenchEvalArguments:
     `output_dir/ecgbench_predictions/step-N/<split>.jsonl`.
 
     ECG-Bench runs inside the trainer's evaluations: at each `eval_strategy` evaluation, or, with
-    `ecgbench_eval_steps`, every N steps (an evaluation is then requested at those steps, also under
-    `eval_strategy="no"`, and ECG-Bench runs only there). Without an `eval_dataset`, use `eval_strategy="no"` with
+    `ecgbench_eval_steps`, every N steps and at the last step (an evaluation is then requested at those steps,
+    also under `eval_strategy="no"`, and ECG-Bench runs only there). Without an `eval_dataset`, use `eval_strategy="no"` with
     `ecgbench_eval_steps` (and `save_strategy="best"` for `load_best_model_at_end`).
 
     Parameters:
@@ -44,7 +44,7 @@ class ECGBenchEvalArguments:
         ecgbench_eval_image_root (`str`, *optional*):
             Folder relative image paths start from; default: each data file's folder.
         ecgbench_eval_steps (`int`, *optional*):
-            Score every N optimizer steps. `None`: at every evaluation of `eval_strategy`.
+            Score every N optimizer steps, and at the last step. `None`: at every evaluation of `eval_strategy`.
         ecgbench_eval_max_samples (`int`, *optional*):
             Score only the first N records of each split (a cheaper estimate; the whole split by default).
         ecgbench_eval_max_new_tokens (`int`, *optional*, defaults to `1024`):
