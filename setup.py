@@ -34,7 +34,8 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "deepspeed": ["deepspeed>=0.15"],
     "ecg": ["neurokit2>=0.2", "wfdb>=4.1", "h5py>=3.8", "pandas>=2.0", "pyarrow>=14"],
-    "dev": ["pytest>=8", "ruff>=0.6"],
+    # tensorboard: the test that reads the scalars `report_to=["tensorboard"]` writes back.
+    "dev": ["pytest>=8", "ruff>=0.6", "tensorboard>=2.14"],
 }
 EXTRAS["dev"] += EXTRAS["ecg"]
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})

@@ -133,3 +133,78 @@ def test_the_synthetic_generators_test_split_reads_and_scores(tmp_path):
     assert scores["accuracy"] == 100.0 and scores["unparsed"] == 0
     manifest = json.loads(open(paths["manifest"]).read())
     assert sorted(scores["per_class"]) == sorted(cls["name"] for cls in manifest["classes"])
+
+
+def _hf_ecgqa_table(rows):
+    """Rows in the Hugging Face `PULSE-ECG/ECGBench` `ecgqa-test` schema (its dataset card's `dataset_info`):
+    `conversations` is a list of `{from: string, value: list<string>}`, the image an embedded struct."""
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("image_path", pa.string()),
+            ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            ("conversations", pa.list_(pa.struct([("from", pa.string()), ("value", pa.list_(pa.string()))]))),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _hf_row(index, question, answer, image_bytes):
+    return {
+        "id": f"ecgqa-{index}",
+        "image_path": f"ecgqa/{index}.png",
+        "image": {"bytes": image_bytes, "path": f"{index}.png"},
+        "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+    }
+
+
+def test_hugging_face_ecgqa_schema_with_list_valued_turns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from evl_kd_trainer.eval import score_ecgbench
+
+    buffer = io.BytesIO()
+    make_ecg_like_image(5).save(buffer, format="PNG")
+    question = (
+        "Does this ECG show symptoms of non-diagnostic t abnormalities? Options: yes, no, not sure. "
+        "Only answer based on the given Options without any explanation."
+    )
+    rows = [
+        _hf_row(0, [question], ["yes"], buffer.getvalue()),
+        _hf_row(
+            1,
+            ["Which noise does this ECG show? ", "Options: baseline drift, static noise, none."],
+            ["none"],
+            buffer.getvalue(),
+        ),
+        _hf_row(2, [question], ["yes", "not sure"], buffer.getvalue()),
+    ]
+    path = tmp_path / "ecgqa-test.parquet"
+    pq.write_table(_hf_ecgqa_table(rows), path)
+    value_type = pq.read_schema(path).field("conversations").type.value_type.field("value").type
+    assert value_type.equals(pa.list_(pa.string()))  # the published ecgqa-test typing
+
+    records = read_split(path).records
+    assert records[0].prompt == question  # the one-element list is the question
+    assert records[1].prompt == "Which noise does this ECG show? Options: baseline drift, static noise, none."
+    assert [record.reference for record in records] == [["yes"], ["none"], ["yes", "not sure"]]
+    # The list answer is the gold set of options: scored as such (record 2 needs both options named).
+    predictions = ["Yes.", "none", "yes"]
+    scores = score_ecgbench("ecgqa", predictions, [r.reference for r in records], [r.prompt for r in records])
+    assert scores["n"] == 3 and scores["accuracy"] == pytest.approx(200 / 3)
+
+
+@pytest.mark.parametrize(
+    ("question", "shown"),
+    [([], r"\[\]"), ([""], r"\[''\]"), (["a", 3], r"\['a', 3\]"), (None, "None"), (7, "7")],
+)
+def test_truly_bad_questions_still_fail_naming_the_record(split_dir, question, shown):
+    path = split_dir / "bad.json"
+    path.write_text(json.dumps([_record(0, image=None, question=question)]))
+    with pytest.raises(
+        RecordError, match=rf"record 'r0' \(#0\): the question \(turn 0\) must be a non-empty string.*{shown}"
+    ):
+        read_split(path)

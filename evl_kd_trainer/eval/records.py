@@ -5,6 +5,14 @@ A record is ``{"id", "image", "conversations": [{"from": "human", "value": quest
 a path relative to ``image_root`` (default: the file's folder). The question may or may not contain the
 ``<image>`` placeholder (ECG-Bench's questions do not: PULSE's evaluation puts the image first).
 
+Both published forms of a turn are read. PULSE's JSON files hold the question as a string (and ECG-QA's gold
+answer as a list of options); the Hugging Face ``PULSE-ECG/ECGBench`` parquet files type ``value`` as a list of
+strings in the ``ecgqa-test`` config, for the question too. A question given as a list is joined with ``""``,
+as ECG-Bench's own loader of those files does (``willxxy/ECG-Bench``, ``ecg_bench/pulse_dataset.py``): a
+one-element list is the question itself. A gold answer given as a list stays a list (that loader joins it too):
+it is ECG-QA's set of options, which PULSE's reference scorer compares as a set, so ``["yes", "no"]`` must not
+become ``"yesno"``.
+
 Everything is checked here, before any model loads: the file exists and has the columns, each record has a
 human question and a gpt answer, and each image path exists (``missing_images="skip"`` skips and reports
 such records instead of failing). Images are decoded later, batch by batch, during generation.
@@ -134,12 +142,25 @@ def _check_record(record: Any, label: str, path: str) -> tuple[str, Any]:
             raise RecordError(
                 f"{path}: {label}: turn {position} must be {{'from': {role!r}, 'value': ...}}, got {turn!r:.200}."
             )
-    question, answer = turns[0]["value"], turns[1]["value"]
-    if not isinstance(question, str) or not question.strip():
-        raise RecordError(f"{path}: {label}: the question (turn 0) must be a non-empty string.")
+    question, answer = _question_text(turns[0]["value"]), turns[1]["value"]
+    if question is None:
+        raise RecordError(
+            f"{path}: {label}: the question (turn 0) must be a non-empty string (or a list of strings, as in the "
+            f"Hugging Face ECGBench files), got {turns[0]['value']!r:.200}."
+        )
     if not isinstance(answer, (str, list)):
         raise RecordError(f"{path}: {label}: the answer (turn 1) must be a string, got {type(answer).__name__}.")
     return question, answer
+
+
+def _question_text(value: Any) -> str | None:
+    """The question of a turn: a string, or a list of strings joined with ``""`` (the Hugging Face ECGBench
+    schema, see the module docstring); ``None`` when it is neither, or empty."""
+    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        value = "".join(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value
 
 
 def read_split(

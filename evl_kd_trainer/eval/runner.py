@@ -31,21 +31,39 @@ PER_CLASS_PNG = "per_class.png"
 PREDICTIONS_DIR = "predictions"
 
 
+def load_split(
+    split: str,
+    path: str,
+    *,
+    image_root: str | None = None,
+    max_samples: int | None = None,
+    missing_images: str = "error",
+    reference_compat: bool = False,
+) -> SplitRecords:
+    """Read one split and check that each gold answer parses (raises naming the file / sample)."""
+    loaded = read_split(path, image_root=image_root, max_samples=max_samples, missing_images=missing_images)
+    references = [record.reference for record in loaded.records]
+    prompts = [record.prompt for record in loaded.records]
+    try:
+        parse_samples(split, [""] * len(references), references, prompts, reference_compat=reference_compat)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path}: {error}") from error
+    return loaded
+
+
 def load_splits(args: EvalArguments) -> dict[str, SplitRecords]:
-    """Read every split and check that each gold answer parses (raises naming the file / sample)."""
-    splits: dict[str, SplitRecords] = {}
-    for split, path in zip(args.splits, args.data_files):
-        loaded = read_split(
-            path, image_root=args.image_root, max_samples=args.max_samples, missing_images=args.missing_images
+    """Read every split of ``args`` with :func:`load_split`."""
+    return {
+        split: load_split(
+            split,
+            path,
+            image_root=args.image_root,
+            max_samples=args.max_samples,
+            missing_images=args.missing_images,
+            reference_compat=args.reference_compat,
         )
-        references = [record.reference for record in loaded.records]
-        prompts = [record.prompt for record in loaded.records]
-        try:
-            parse_samples(split, [""] * len(references), references, prompts, reference_compat=args.reference_compat)
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"{path}: {error}") from error
-        splits[split] = loaded
-    return splits
+        for split, path in zip(args.splits, args.data_files)
+    }
 
 
 def _slug(name: str) -> str:

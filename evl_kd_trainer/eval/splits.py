@@ -7,6 +7,8 @@ adding a split is one entry here. The order of :data:`SPLITS` is the column orde
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MULTILABEL = "multilabel"  # Macro AUC, Macro F1, Hamming loss over a fixed label space
@@ -109,3 +111,62 @@ def get_split(name: str) -> SplitSpec:
         known = ", ".join(f"{spec.name} ({', '.join(spec.aliases)})" if spec.aliases else spec.name for spec in SPLITS)
         raise ValueError(f"Unknown ECG-Bench split {name!r}. Known splits (aliases): {known}.")
     return _BY_NAME[name.strip().lower()]
+
+
+SPLIT_FILE_EXTENSIONS = (".parquet", ".json", ".jsonl")
+
+
+def split_of_file(path: str) -> str | None:
+    """The canonical split an ECG-Bench file is named after, or ``None``.
+
+    PULSE's files are named after their split (``ptb-test.json``, ``csn-test-no-cot.json``); the Hugging Face
+    parquet files sit in a folder named after it (``ecgqa-test/test-00000-of-00001.parquet``).
+    """
+    if not path.lower().endswith(SPLIT_FILE_EXTENSIONS):
+        return None
+    normalized = os.path.normpath(path)
+    stem = os.path.splitext(os.path.basename(normalized))[0]
+    for candidate in (stem, os.path.basename(os.path.dirname(normalized))):
+        if candidate.strip().lower() in _BY_NAME:
+            return _BY_NAME[candidate.strip().lower()].name
+    return None
+
+
+def resolve_split_files(
+    splits: Sequence[str], data_files: Sequence[str] | None = None, *, keys: tuple[str, str] = ("splits", "data_files")
+) -> list[tuple[str, str]]:
+    """``(canonical split name, file)`` pairs from split names and one file per split, or from the files alone.
+
+    With ``data_files``, ``splits`` are names or aliases, one per file (as ``evl-kd evaluate`` takes them). Without,
+    each entry of ``splits`` is a split file named as ECG-Bench names them (see :func:`split_of_file`). ``keys``
+    name the two settings in the errors.
+
+    Raises:
+        ValueError: an unknown split, a count mismatch, a file whose name names no split, or a split given twice.
+    """
+    splits_key, files_key = keys
+    if data_files is not None:
+        if len(data_files) != len(splits):
+            raise ValueError(
+                f"`{files_key}` needs one file per split of `{splits_key}`: {len(splits)} split(s), "
+                f"{len(data_files)} file(s)."
+            )
+        pairs = [(get_split(name).name, str(path)) for name, path in zip(splits, data_files)]
+    else:
+        pairs = []
+        for entry in splits:
+            name = split_of_file(str(entry))
+            if name is None:
+                hint = (
+                    f"it is a split name: give its file in `{files_key}` (one file per split)"
+                    if str(entry).strip().lower() in _BY_NAME
+                    else f"it is neither a split name ({', '.join(split_names())}) nor a {'/'.join(SPLIT_FILE_EXTENSIONS)} "
+                    "file named after one (ptb-test.json, ecgqa-test/test-00000-of-00001.parquet)"
+                )
+                raise ValueError(f"`{splits_key}`: cannot tell the split of {entry!r}: {hint}.")
+            pairs.append((name, str(entry)))
+    names = [name for name, _ in pairs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"`{splits_key}` lists the split(s) {twice} twice.")
+    return pairs

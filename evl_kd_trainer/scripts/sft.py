@@ -27,13 +27,16 @@ from evl_kd_trainer.scripts.common import (
 )
 from evl_kd_trainer.scripts.recipe import parse_recipe_args
 from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
+from evl_kd_trainer.trainer.ecgbench import ECGBenchEvalMixin
+from evl_kd_trainer.trainer.ecgbench_args import ECGBenchEvalArguments
 from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS, create_optimizer_with_own_lr
 from evl_kd_trainer.trainer.secrets import SecretFreeArgs
 
 
 @dataclass(repr=False)  # `SecretFreeArgs.__repr__` masks the Hub token
-class VLMSFTConfig(SecretFreeArgs, SFTConfig):
-    """`SFTConfig` plus a learning rate for the model's own vision-language projector. Pickled
+class VLMSFTConfig(SecretFreeArgs, ECGBenchEvalArguments, SFTConfig):
+    """`SFTConfig` plus a learning rate for the model's own vision-language projector and ECG-Bench evaluation
+    during training (the `ecgbench_eval_*` fields of `ECGBenchEvalArguments`, as in `EVLDistillConfig`). Pickled
     (`training_args.bin`) without the Hub token, like `EVLDistillConfig`.
 
     Parameters:
@@ -59,9 +62,10 @@ class VLMSFTConfig(SecretFreeArgs, SFTConfig):
             raise ValueError(f"`projector_learning_rate` must be > 0, got {self.projector_learning_rate}.")
 
 
-class VLMSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
+class VLMSFTTrainer(ECGBenchEvalMixin, AtomicCheckpointMixin, SFTTrainer):
     """`SFTTrainer` whose optimizer gives the projector its own learning rate; checkpoints are renamed into place
-    and `resume_from_checkpoint=True` (or `"True"`) takes the newest complete one (`AtomicCheckpointMixin`)."""
+    and `resume_from_checkpoint=True` (or `"True"`) takes the newest complete one (`AtomicCheckpointMixin`);
+    `ecgbench_eval_*` scores ECG-Bench splits in its evaluations (`ECGBenchEvalMixin`)."""
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
 

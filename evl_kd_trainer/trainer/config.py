@@ -14,6 +14,7 @@ from trl import SFTConfig
 
 from evl_kd_trainer.methods.evl.config import MHCA_REDUCTIONS  # noqa: F401  (re-exported: the old import path)
 from evl_kd_trainer.methods.registry import get_method, method_config_classes
+from evl_kd_trainer.trainer.ecgbench_args import ECGBenchEvalArguments
 from evl_kd_trainer.trainer.secrets import SecretFreeArgs
 
 KD_TOKEN_SCOPES = ("all", "response")
@@ -23,7 +24,7 @@ METHOD_CONFIGS = method_config_classes()
 
 
 @dataclass(repr=False)  # `SecretFreeArgs.__repr__` masks the Hub token; a generated one would print it
-class EVLDistillConfig(SecretFreeArgs, *METHOD_CONFIGS, SFTConfig):
+class EVLDistillConfig(SecretFreeArgs, ECGBenchEvalArguments, *METHOD_CONFIGS, SFTConfig):
     r"""
     Configuration of [`EVLDistillTrainer`]: everything of [`~trl.SFTConfig`] plus the distillation settings.
 
@@ -108,6 +109,26 @@ class EVLDistillConfig(SecretFreeArgs, *METHOD_CONFIGS, SFTConfig):
             Resume from a checkpoint that lacks its optimizer, scheduler or aligner file, continuing with fresh
             state for what is missing (with a warning). By default such a checkpoint is an error naming the file.
             `resume_from_checkpoint=True` takes the newest complete `checkpoint-N` of `output_dir` either way.
+
+        > Parameters that control ECG-Bench evaluation during training (from [`ECGBenchEvalArguments`], shared with
+        > the SFT script's config; see its docstring for the details)
+
+        ecgbench_eval_splits (`list[str]`, *optional*):
+            Held-out splits to generate and score while training, logged as `eval_<split>_<metric>`: split names
+            with `ecgbench_eval_data_files`, or split files named as ECG-Bench names them. `None`: off.
+        ecgbench_eval_data_files (`list[str]`, *optional*):
+            One split file (`.parquet`, `.json`, `.jsonl`) per name of `ecgbench_eval_splits`.
+        ecgbench_eval_image_root (`str`, *optional*):
+            Folder relative image paths start from; default: each data file's folder.
+        ecgbench_eval_steps (`int`, *optional*):
+            Score every N optimizer steps and at the last step (also under `eval_strategy="no"`); `None`: at each
+            `eval_strategy` evaluation.
+        ecgbench_eval_max_samples (`int`, *optional*):
+            Score only the first N records of each split.
+        ecgbench_eval_max_new_tokens (`int`, *optional*, defaults to `1024`):
+            Generation budget per answer (cut answers are counted in `eval_<split>_hit_max_new_tokens`).
+        ecgbench_eval_batch_size (`int`, *optional*, defaults to `8`):
+            Questions per generation batch.
 
         {method_parameters}
     """

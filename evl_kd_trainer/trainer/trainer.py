@@ -32,6 +32,7 @@ from evl_kd_trainer.methods import DistillationMethod, DistillFeatures, get_meth
 from evl_kd_trainer.models.base import unwrap_model
 from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
 from evl_kd_trainer.trainer.config import EVLDistillConfig, as_distill_config
+from evl_kd_trainer.trainer.ecgbench import ECGBenchEvalMixin
 from evl_kd_trainer.trainer.features import TeacherSide, build_features, live_teacher_side
 from evl_kd_trainer.trainer.interception import intercept_student_forward
 from evl_kd_trainer.trainer.method_weights import ALIGNER_WEIGHTS_NAME, KD_MODULE_NAME, MethodWeightsMixin
@@ -54,7 +55,7 @@ __all__ = ["ALIGNER_WEIGHTS_NAME", "KD_MODULE_NAME", "TEACHER_PREFIX", "EVLDisti
 unwrap_hf_model = unwrap_model
 
 
-class EVLDistillTrainer(NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpointMixin, SFTTrainer):
+class EVLDistillTrainer(ECGBenchEvalMixin, NonfiniteGuardMixin, MethodWeightsMixin, AtomicCheckpointMixin, SFTTrainer):
     """Distil a frozen teacher VLM into a student VLM with the EVL-ECG objective (or a baseline method).
 
     Args:
