@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from evl_kd_trainer.dims import ModelDims  # re-exported: methods import it from here
 from evl_kd_trainer.registry import Registry, T
 
 METHOD_REGISTRY = Registry("KD method")
@@ -28,21 +29,6 @@ def register_method(name: str) -> Callable[[T], T]:
 def get_method(name: str) -> type[DistillationMethod]:
     """The method class registered as ``name``; unknown names raise a ``ValueError`` listing the known ones."""
     return METHOD_REGISTRY.get(name)  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """Widths a method needs to build its modules.
-
-    Attributes:
-        hidden_size: width of the language model's hidden states (the captured layer).
-        visual_width: width of the visual tokens fed to the language model (usually ``hidden_size``).
-        vocab_size: size of the LM head's output.
-    """
-
-    hidden_size: int
-    visual_width: int
-    vocab_size: int
 
 
 @dataclass

@@ -34,6 +34,7 @@ from trl import SFTConfig, SFTTrainer
 
 from evl_kd_trainer.methods import DistillationMethod, DistillFeatures, get_method, load_builtin_methods, logits_at
 from evl_kd_trainer.models.base import unwrap_model
+from evl_kd_trainer.models.registry import find_family
 from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
 from evl_kd_trainer.trainer.config import EVLDistillConfig
 from evl_kd_trainer.trainer.nonfinite import NonfiniteGuardMixin, refuse_nonfinite_weights
@@ -60,21 +61,9 @@ def _check_processor_matches(model: nn.Module, processor: Any, role: str) -> Non
             f"The {role} processor's tokenizer has {len(tokenizer)} tokens but the {role} model's vocabulary has "
             f"{vocab_size}: the processor does not belong to this model ({type(model).__name__})."
         )
-    if getattr(config, "mm_patch_merge_type", None) == "flat":
-        # A converted PULSE checkpoint: transformers' stock LLaVA-NeXT classes would unpad and add newline
-        # tokens, silently feeding the teacher a visual sequence it was never trained on.
-        from evl_kd_trainer.models.llava_flat import LlavaNextFlatForConditionalGeneration, LlavaNextFlatProcessor
-
-        if not isinstance(unwrap_hf_model(model), LlavaNextFlatForConditionalGeneration):
-            raise ValueError(
-                f"The {role} config has mm_patch_merge_type='flat' (original LLaVA packing, PULSE-7B) but the model "
-                f"is a {type(model).__name__}: load it with evl_kd_trainer.models.load_model (or pass its path)."
-            )
-        if not isinstance(processor, LlavaNextFlatProcessor):
-            raise ValueError(
-                f"The {role} model packs visual tokens 'flat' but its processor is a {type(processor).__name__}: "
-                "load it with evl_kd_trainer.models.load_processor (or pass no processor)."
-            )
+    family = find_family(model)
+    if family is not None:  # the family's own refusals (e.g. PULSE's flat LLaVA-NeXT in the stock classes)
+        family.check_processor(model, processor, role)
     image_token_id = getattr(config, "image_token_id", None)
     if image_token_id is None:
         image_token_id = getattr(config, "image_token_index", None)
@@ -275,7 +264,7 @@ class EVLDistillTrainer(NonfiniteGuardMixin, AtomicCheckpointMixin, SFTTrainer):
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Student parameters as ``Trainer`` groups them; the method's modules in their own groups at
         ``aligner_learning_rate`` (DSKD: ``dskd_projector_lr``)."""
-        from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS, create_optimizer_with_own_lr
+        from evl_kd_trainer.trainer.optim import create_optimizer_with_own_lr, projector_name_patterns
 
         kd_params = list(self.kd_method.parameters()) if self._kd_active() else []
         # DSKD's projectors have their own learning rate in its paper; every other method's modules use the
@@ -285,10 +274,9 @@ class EVLDistillTrainer(NonfiniteGuardMixin, AtomicCheckpointMixin, SFTTrainer):
         if self.args.projector_learning_rate is not None:
             opt_model = self.model if model is None else model
             kd_ids = {id(p) for p in kd_params}
+            patterns = projector_name_patterns(opt_model)
             projector = [
-                p
-                for n, p in opt_model.named_parameters()
-                if id(p) not in kd_ids and any(k in n for k in PROJECTOR_NAME_PATTERNS)
+                p for n, p in opt_model.named_parameters() if id(p) not in kd_ids and any(k in n for k in patterns)
             ]
             groups.append((projector, self.args.projector_learning_rate))
         return create_optimizer_with_own_lr(self, model, *groups)
