@@ -101,9 +101,9 @@ def test_unsupported_model_type_lists_supported_ones():
         get_adapter(LlamaConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2))
     message = str(info.value)
     assert "'llama'" in message
-    for model_type in ("qwen3_vl", "qwen2_5_vl", "qwen2_vl", "llava_next", "llava"):
+    for model_type in ("qwen3_vl", "qwen2_5_vl", "qwen2_vl", "llava_next", "llava", "smolvlm"):
         assert model_type in message
-    assert set(supported_model_types()) == {"qwen3_vl", "qwen2_5_vl", "qwen2_vl", "llava_next", "llava"}
+    assert set(supported_model_types()) == {"qwen3_vl", "qwen2_5_vl", "qwen2_vl", "llava_next", "llava", "smolvlm"}
 
 
 def test_unwrap_through_peft_and_module_wrappers():

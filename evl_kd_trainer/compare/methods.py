@@ -11,7 +11,7 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from evl_kd_trainer.scripts.cli_errors import UserError
+from evl_kd_trainer.errors import UserError
 
 SPEC_SYNTAX = "NAME or NAME=KD_METHOD[,KEY=VALUE...]"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")

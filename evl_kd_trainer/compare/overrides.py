@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evl_kd_trainer.compare.methods import unknown_key_message
-from evl_kd_trainer.scripts.cli_errors import UserError
+from evl_kd_trainer.errors import UserError
 
 _PAIR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
 

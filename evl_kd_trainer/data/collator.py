@@ -33,7 +33,8 @@ from evl_kd_trainer.data.images import BadImageError, ImageLimits
 from evl_kd_trainer.data.llava_tokens import encode_image_pieces
 from evl_kd_trainer.data.messages import messages_with_images
 from evl_kd_trainer.data.special_text import SPECIAL_TEXT_MODES, SpecialTextEscaper, special_token_strings
-from evl_kd_trainer.data.templates import CHAT_TEMPLATES, has_generation_markers, training_template_name
+from evl_kd_trainer.data.templates import CHAT_TEMPLATES, has_generation_markers
+from evl_kd_trainer.models.registry import find_family_for_processor
 
 logger = logging.getLogger(__name__)
 
@@ -123,22 +124,23 @@ def _make_view(name: str, prefix: str, processor: Any, chat_template: str | None
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None:
         raise ValueError(f"The {name} processor {type(processor).__name__} has no tokenizer.")
+    family = find_family_for_processor(processor)
     if chat_template is not None:
         template = CHAT_TEMPLATES.get(chat_template, chat_template)  # a registered name or Jinja text
     else:
         template = getattr(processor, "chat_template", None)
-        fallback = training_template_name(processor)
-        # The released Qwen-VL templates have no {% generation %} block: their family's conversation is rendered
-        # with our marked copy, so the answers can be labelled. A LLaVA processor's template is only replaced
-        # when it has none (LLaVA-NeXT also comes with Mistral, Llama-3 or Qwen language models, whose
-        # conversations are not llava_v1).
-        qwen = fallback in ("qwen_vl", "qwen2_vl")
-        if fallback is not None and (not template or (qwen and not has_generation_markers(template))):
+        fallback = family.training_template_name(processor) if family is not None else None
+        # Released templates without a {% generation %} block (Qwen-VL's) are replaced by the family's marked copy of
+        # the same conversation, so the answers can be labelled. Where a processor's own template may be another
+        # conversation altogether (LLaVA-NeXT also comes with Mistral, Llama-3 or Qwen language models, whose
+        # conversations are not llava_v1), the family's template is used only when the processor has none.
+        replaces = family is not None and family.replaces_unmarked_template
+        if fallback is not None and (not template or (replaces and not has_generation_markers(template))):
             logger.warning(
                 "The %s processor's chat template %s; using evl_kd_trainer's %r template (the %s conversation "
                 "format, with {%% generation %%} markers). Pass a template to override.",
                 name, "has no {% generation %} block" if template else "is missing", fallback,
-                "same" if template else "Vicuna / LLaVA-1.5" if not qwen else "Qwen-VL",
+                "same" if template else family.conversation_name,
             )  # fmt: skip
             template = CHAT_TEMPLATES[fallback]
     if not template:
@@ -165,7 +167,7 @@ def _make_view(name: str, prefix: str, processor: Any, chat_template: str | None
         pad_token_id=pad_token_id,
         image_token_id=image_token_id,
         vision_end_token_id=getattr(processor, "vision_end_token_id", None),
-        image_pieces=training_template_name(processor) == "llava_v1" and image_token_id is not None,
+        image_pieces=family is not None and family.tokenizes_text_between_images and image_token_id is not None,
     )
 
 

@@ -1,9 +1,10 @@
 """Batched greedy generation with any supported VLM, each model prompted in its own conversation format.
 
 A record's question becomes TRL ``messages`` (:func:`evl_kd_trainer.data.messages.user_content_parts`, the
-same conversion training uses), rendered with the model's chat template: LLaVA-family models (PULSE-7B and
-other teachers) with ``llava_v1`` as PULSE was trained and evaluated (its prompt ends ``"ASSISTANT:"``),
-Qwen-VL students with their processor's own template. Prompts are left-padded so that every row of a batch
+same conversion training uses), rendered with the template the model's family prompts with
+(:meth:`~evl_kd_trainer.models.family.ModelFamily.eval_template`): LLaVA-family models (PULSE-7B and other teachers)
+with ``llava_v1`` as PULSE was trained and evaluated (its prompt ends ``"ASSISTANT:"``), Qwen-VL students with their
+processor's own template. Prompts are left-padded so that every row of a batch
 ends where generation starts; decoding is greedy (``do_sample=False``, one beam), as PULSE's evaluation.
 
 A generation that stops without an end-of-sequence token because it reached ``max_new_tokens`` is flagged
@@ -23,11 +24,11 @@ import torch
 from evl_kd_trainer.data.messages import load_image, user_content_parts
 from evl_kd_trainer.data.templates import CHAT_TEMPLATES
 from evl_kd_trainer.eval.records import EvalRecord, RecordError
+from evl_kd_trainer.models.families.llava import LLAVA_MODEL_TYPES  # noqa: F401  (re-exported)
+from evl_kd_trainer.models.registry import find_family_for_model_type
 
 logger = logging.getLogger(__name__)
 
-# Model types prompted with llava_v1 by default (PULSE-7B and the LLaVA checkpoints it derives from).
-LLAVA_MODEL_TYPES = frozenset({"llava", "llava_next", "llava_llama"})
 AUTO_TEMPLATE = "auto"
 PROCESSOR_TEMPLATE = "processor"
 UNREADABLE_IMAGE_POLICIES = ("error", "skip")
@@ -36,18 +37,17 @@ UNREADABLE_IMAGE_POLICIES = ("error", "skip")
 def resolve_chat_template(model_type: str, processor: Any, requested: str | None = AUTO_TEMPLATE) -> str:
     """The Jinja template a model is prompted with.
 
-    ``requested``: ``"auto"`` (``llava_v1`` for LLaVA model types, else the processor's own template, else
-    ``qwen_vl`` for Qwen-VL types), ``"processor"`` (the processor's own), a name from
-    :data:`~evl_kd_trainer.data.templates.CHAT_TEMPLATES` (``llava_v1``, ``qwen_vl``) or Jinja text.
+    ``requested``: ``"auto"`` (the model family's choice: ``llava_v1`` for LLaVA model types, else the processor's
+    own template, else the family's registered one, e.g. ``qwen_vl`` for Qwen-VL types), ``"processor"`` (the
+    processor's own), a name from :data:`~evl_kd_trainer.data.templates.CHAT_TEMPLATES` (``llava_v1``, ``qwen_vl``)
+    or Jinja text.
     """
     own = getattr(processor, "chat_template", None)
     if requested in (None, AUTO_TEMPLATE):
-        if model_type in LLAVA_MODEL_TYPES:
-            return CHAT_TEMPLATES["llava_v1"]
-        if own:
-            return own
-        if model_type.startswith("qwen"):
-            return CHAT_TEMPLATES["qwen_vl"]
+        family = find_family_for_model_type(model_type)
+        template = family.eval_template(processor) if family is not None else own
+        if template:
+            return template
         raise ValueError(
             f"No chat template for model type {model_type!r}: its processor has none; pass one of "
             f"{sorted(CHAT_TEMPLATES)} (or Jinja text)."

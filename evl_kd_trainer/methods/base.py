@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from evl_kd_trainer.dims import ModelDims  # noqa: F401  (re-exported: methods import it from here)
 from evl_kd_trainer.methods.features import (  # noqa: F401  (re-exported: the old import path)
     DistillFeatures,
     logits_at,
@@ -26,21 +27,6 @@ from evl_kd_trainer.methods.features import (  # noqa: F401  (re-exported: the o
 )
 from evl_kd_trainer.methods.registry import METHOD_REGISTRY, get_method, register_method  # noqa: F401
 from evl_kd_trainer.methods.request import FeatureRequest
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelDims:
-    """Widths a method needs to build its modules.
-
-    Attributes:
-        hidden_size: width of the language model's hidden states (the captured layer).
-        visual_width: width of the visual tokens fed to the language model (usually ``hidden_size``).
-        vocab_size: size of the LM head's output.
-    """
-
-    hidden_size: int
-    visual_width: int
-    vocab_size: int
 
 
 class DistillationMethod(nn.Module):

@@ -3,7 +3,8 @@
 An adapter answers, for one ``config.model_type``: which module is the language model (the decoder
 stack that receives the visual tokens), which token id marks image positions in ``input_ids``, how
 many visual tokens each image became, which inputs the model accepts, its widths, and its LM head.
-Feature capture (:mod:`evl_kd_trainer.models.capture`) is written once against this interface.
+Feature capture (:mod:`evl_kd_trainer.models.capture`) is written once against this interface. Adapters belong
+to model families (:mod:`evl_kd_trainer.models.families`, one file per family), which :func:`get_adapter` consults.
 
 Visual tokens are read where the language model receives them (its ``inputs_embeds`` at image-token
 positions) rather than at a projector's output: that is exactly what the LM consumes whatever the
@@ -18,16 +19,26 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 
-from evl_kd_trainer.methods.base import ModelDims
+from evl_kd_trainer.dims import ModelDims
+from evl_kd_trainer.lazy import lazy_getattr
 from evl_kd_trainer.registry import Registry
 
+#: Adapters registered directly for model types no family covers (the built-in adapters belong to families).
 ADAPTER_REGISTRY = Registry("model adapter")
+
+# `get_adapter` and `supported_model_types` consult the family registry, which imports this module: re-exported
+# lazily (on first use) so that the old import path `evl_kd_trainer.models.base` works without an import circle.
+__getattr__ = lazy_getattr(
+    __name__,
+    {"get_adapter": "evl_kd_trainer.models.registry", "supported_model_types": "evl_kd_trainer.models.registry"},
+)
 
 
 def register_adapter(*model_types: str):
-    """Class decorator registering a :class:`ModelAdapter` subclass for one or more ``config.model_type``s."""
+    """Class decorator registering a :class:`ModelAdapter` subclass for one or more ``config.model_type``s that no
+    model family covers (a family, :mod:`evl_kd_trainer.models.family`, is the complete way to add a model)."""
 
     def decorator(cls: type[ModelAdapter]) -> type[ModelAdapter]:
         for model_type in model_types:
@@ -67,7 +78,9 @@ class ModelAdapter:
     """
 
     model_type: ClassVar[str] = ""
-    #: Keys of a processed batch that the model's forward accepts (others, e.g. labels, are dropped).
+    #: Keys of a processed batch that the model's forward accepts (others, e.g. labels, are dropped). Feature capture
+    #: records these from the multimodal base model's call, so they must include what :meth:`image_token_counts` and
+    #: :meth:`num_images` read (e.g. ``image_grid_thw``, ``image_sizes``).
     input_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "pixel_values")
 
     def __init__(self, config: PretrainedConfig) -> None:
@@ -130,37 +143,3 @@ class ModelAdapter:
     def num_images(self, inputs: Mapping[str, Any]) -> int:
         """Number of images in the batch."""
         raise NotImplementedError
-
-
-def _config_of(model_or_config: PreTrainedModel | PretrainedConfig | nn.Module) -> PretrainedConfig:
-    if isinstance(model_or_config, PretrainedConfig):
-        return model_or_config
-    return unwrap_model(model_or_config).config
-
-
-def supported_model_types() -> list[str]:
-    """The ``config.model_type`` values that have an adapter."""
-    _register_builtin_adapters()
-    return ADAPTER_REGISTRY.names()
-
-
-def get_adapter(model_or_config: PreTrainedModel | PretrainedConfig | nn.Module) -> ModelAdapter:
-    """The adapter for a model (possibly wrapped by PEFT / DDP / DeepSpeed) or a config.
-
-    Raises:
-        ValueError: for an unsupported ``model_type``, listing the supported ones.
-    """
-    _register_builtin_adapters()
-    config = _config_of(model_or_config)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in ADAPTER_REGISTRY:
-        raise ValueError(
-            f"No model adapter for model_type {model_type!r}. Supported model types: "
-            f"{', '.join(ADAPTER_REGISTRY.names())}."
-        )
-    return ADAPTER_REGISTRY.get(model_type)(config)
-
-
-def _register_builtin_adapters() -> None:
-    # Importing the family modules registers them; done lazily to avoid an import cycle with base.
-    from evl_kd_trainer.models import llava, qwen_vl  # noqa: F401

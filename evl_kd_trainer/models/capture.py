@@ -4,7 +4,7 @@ TRL's SFTTrainer calls the student with a fused LM head that returns neither log
 states, so features are taken by forward hooks while the model runs:
 
 * a pre-hook on the multimodal base model (``model.model``) records ``input_ids`` and the image
-  tensors (to locate and split the visual tokens);
+  tensors (the adapter's ``input_keys``: to locate and split the visual tokens);
 * a pre-hook on the language model records ``inputs_embeds`` and keeps the rows at image-token
   positions: the visual tokens exactly as the LM receives them, in image order;
 * a hook on the language model (layer ``-1``: its final-norm output ``last_hidden_state``) or on one
@@ -26,8 +26,6 @@ import torch
 from torch import nn
 
 from evl_kd_trainer.models.base import ModelAdapter, unwrap_model
-
-_IMAGE_INPUT_KEYS = ("input_ids", "image_grid_thw", "image_sizes", "pixel_values")
 
 
 @dataclass
@@ -148,7 +146,8 @@ def capture_features(
 
     def on_base_call(module: nn.Module, args: tuple, kwargs: dict) -> None:
         seen_inputs.clear()
-        seen_inputs.update({k: kwargs.get(k) for k in _IMAGE_INPUT_KEYS})
+        # What the family's adapter reads to split the visual tokens per image (image_grid_thw, image_sizes, ...).
+        seen_inputs.update({k: kwargs.get(k) for k in ("input_ids", *adapter.input_keys)})
         if seen_inputs["input_ids"] is None and args:
             seen_inputs["input_ids"] = args[0]
         store.input_ids = seen_inputs["input_ids"]

@@ -1,6 +1,6 @@
 """Load students and teachers from a folder or Hub name, picking the classes our pipeline needs.
 
-Two cases need more than the Auto classes:
+The model family (:mod:`evl_kd_trainer.models.families`) decides; two cases need more than the Auto classes:
 
 * LLaVA-NeXT checkpoints converted from PULSE with ``mm_patch_merge_type == "flat"`` must be loaded as
   :class:`evl_kd_trainer.models.llava_flat.LlavaNextFlatForConditionalGeneration` (flat packing of
@@ -8,8 +8,8 @@ Two cases need more than the Auto classes:
   newline tokens, i.e. silently change the teacher.
 * Our own processors are unknown to ``AutoProcessor``, which then falls back to returning the bare
   tokenizer (or, for a flat LLaVA-NeXT folder, could pick the stock processor with the wrong token
-  count); they are reloaded by the class name saved with them: the image-only Qwen-VL processors (no
-  torchvision) and :class:`~evl_kd_trainer.models.llava_flat.LlavaNextFlatProcessor`.
+  count); they are reloaded by the class name saved with them: each family's ``own_processor_classes`` (the
+  image-only Qwen-VL processors, no torchvision; :class:`~evl_kd_trainer.models.llava_flat.LlavaNextFlatProcessor`).
 """
 
 from __future__ import annotations
@@ -21,23 +21,14 @@ from typing import Any
 
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PretrainedConfig, PreTrainedModel
 
-
-def _is_flat_llava_next(config: PretrainedConfig) -> bool:
-    return config.model_type == "llava_next" and getattr(config, "mm_patch_merge_type", None) == "flat"
+from evl_kd_trainer.models.registry import families, find_family
 
 
 def model_class_for(config: PretrainedConfig) -> type[PreTrainedModel] | None:
-    """The class :func:`load_model` uses for ``config``, or ``None`` for the ``AutoModelForImageTextToText`` default."""
-    if _is_flat_llava_next(config):
-        try:
-            from evl_kd_trainer.models.llava_flat import LlavaNextFlatForConditionalGeneration
-        except ImportError as err:  # the flat class lives in its own module; refuse rather than change the teacher
-            raise ImportError(
-                "This LLaVA-NeXT checkpoint uses mm_patch_merge_type='flat' (PULSE); loading it needs "
-                "evl_kd_trainer.models.llava_flat.LlavaNextFlatForConditionalGeneration, which is not importable."
-            ) from err
-        return LlavaNextFlatForConditionalGeneration
-    return None
+    """The class :func:`load_model` uses for ``config`` (its family's), or ``None`` for the
+    ``AutoModelForImageTextToText`` default."""
+    family = find_family(config)
+    return family.model_class(config) if family is not None else None
 
 
 def load_model(path_or_name: str | os.PathLike[str], **kwargs: Any) -> PreTrainedModel:
@@ -48,20 +39,8 @@ def load_model(path_or_name: str | os.PathLike[str], **kwargs: Any) -> PreTraine
 
 
 def _own_processor_classes() -> dict[str, type]:
-    from evl_kd_trainer.models.llava_flat import LlavaNextFlatProcessor
-    from evl_kd_trainer.testing.qwen import (
-        Qwen2_5_VLImageOnlyProcessor,
-        Qwen2VLImageOnlyProcessor,
-        Qwen3VLImageOnlyProcessor,
-    )
-
-    classes = (
-        Qwen3VLImageOnlyProcessor,
-        Qwen2_5_VLImageOnlyProcessor,
-        Qwen2VLImageOnlyProcessor,
-        LlavaNextFlatProcessor,
-    )
-    return {cls.__name__: cls for cls in classes}
+    """Our processor classes (every family's), by class name."""
+    return {cls.__name__: cls for family in families() for cls in family.own_processor_classes()}
 
 
 def _saved_processor_class(path: str | os.PathLike[str]) -> str | None:
@@ -75,8 +54,8 @@ def _saved_processor_class(path: str | os.PathLike[str]) -> str | None:
 
 
 def load_processor(path_or_name: str | os.PathLike[str], **kwargs: Any) -> Any:
-    """Load the processor saved with a model: our own processors (image-only Qwen-VL, flat LLaVA-NeXT) by
-    class, others by ``AutoProcessor``."""
+    """Load the processor saved with a model: our own processors (the families' image-only Qwen-VL, flat
+    LLaVA-NeXT, ...) by class, others by ``AutoProcessor``."""
     saved = _saved_processor_class(path_or_name) if Path(path_or_name).is_dir() else None
     own = _own_processor_classes()
     if saved in own:

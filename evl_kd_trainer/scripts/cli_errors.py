@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
+from evl_kd_trainer.errors import UserError  # noqa: F401  (re-exported: the old import path)
+
 DEBUG_ENV = "EVL_KD_DEBUG"
 DEBUG_FLAG = "--traceback"  # `--debug` is a TrainingArguments field
 EXIT_USAGE = 2
@@ -20,10 +22,6 @@ EXIT_USAGE = 2
 # What a setup step raises for bad input: a config range (ValueError), a missing file (OSError), a wrong value type,
 # an unknown name (KeyError), a missing optional dependency (ImportError, whose message names the package).
 _INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, KeyError, OSError, ImportError)
-
-
-class UserError(Exception):
-    """Input that cannot be used (a recipe, flag, path or value); the message names the recipe, key or file."""
 
 
 _MARK = "_evl_kd_user_input"

@@ -22,8 +22,8 @@ from typing import Any
 
 from evl_kd_trainer.compare.arguments import CompareArguments
 from evl_kd_trainer.compare.methods import SPEC_SYNTAX, MethodSpec
-from evl_kd_trainer.compare.runs import Run
 from evl_kd_trainer.scripts.cli_errors import UserError
+from evl_kd_trainer.scripts.compare_runs import Run
 
 PROG = "evl-kd compare"
 COMPARISON_FILES = ("comparison.md", "comparison.png", "comparison.json")
@@ -123,10 +123,10 @@ def build_plan(args: CompareArguments, tokens: Sequence[str]) -> Plan:
 
     from evl_kd_trainer.compare.methods import parse_methods
     from evl_kd_trainer.compare.overrides import field_types, split_overrides, to_argv
-    from evl_kd_trainer.compare.runs import file_digest, make_run, read_marker
     from evl_kd_trainer.eval.arguments import EvalArguments
     from evl_kd_trainer.methods import METHOD_REGISTRY, load_builtin_methods
     from evl_kd_trainer.scripts.args import DataArguments
+    from evl_kd_trainer.scripts.compare_runs import file_digest, make_run, read_marker
     from evl_kd_trainer.trainer.config import EVLDistillConfig
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -225,7 +225,7 @@ def _check_evaluation(base: list[str], student: str, output_dir: Path) -> list[s
 
 def execute_plan(plan: Plan) -> tuple[list[str], list[str]]:
     """Train and score every unfinished run; returns the keys run now and those kept."""
-    from evl_kd_trainer.compare.runs import execute
+    from evl_kd_trainer.scripts.compare_runs import execute
 
     executed, reused = [], []
     todo = [run for run in plan.runs if plan.markers[run.key] is None]

@@ -29,7 +29,11 @@ from evl_kd_trainer.scripts.recipe import parse_recipe_args
 from evl_kd_trainer.trainer.checkpoints import AtomicCheckpointMixin
 from evl_kd_trainer.trainer.ecgbench import ECGBenchEvalMixin
 from evl_kd_trainer.trainer.ecgbench_args import ECGBenchEvalArguments
-from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS, create_optimizer_with_own_lr
+from evl_kd_trainer.trainer.optim import (  # noqa: F401  (PROJECTOR_NAME_PATTERNS re-exported)
+    PROJECTOR_NAME_PATTERNS,
+    create_optimizer_with_own_lr,
+    projector_name_patterns,
+)
 from evl_kd_trainer.trainer.secrets import SecretFreeArgs
 
 
@@ -41,8 +45,8 @@ class VLMSFTConfig(SecretFreeArgs, ECGBenchEvalArguments, SFTConfig):
 
     Parameters:
         projector_learning_rate (`float`, *optional*):
-            Learning rate of the projector parameters (names containing `visual.merger` or
-            `multi_modal_projector`); `None` trains them at `learning_rate`.
+            Learning rate of the projector parameters (as the model's family names them: `visual.merger` for
+            Qwen-VL, `multi_modal_projector` for LLaVA, ...); `None` trains them at `learning_rate`.
         allow_partial_resume (`bool`, *optional*, defaults to `False`):
             Resume from a checkpoint that lacks its optimizer or scheduler file, continuing with fresh state for
             it (with a warning). By default such a checkpoint is an error naming the file.
@@ -73,7 +77,8 @@ class VLMSFTTrainer(ECGBenchEvalMixin, AtomicCheckpointMixin, SFTTrainer):
         if projector_lr is None:
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
-        projector = [p for n, p in opt_model.named_parameters() if any(k in n for k in PROJECTOR_NAME_PATTERNS)]
+        patterns = projector_name_patterns(opt_model)
+        projector = [p for n, p in opt_model.named_parameters() if any(k in n for k in patterns)]
         return create_optimizer_with_own_lr(self, model, (projector, projector_lr))
 
 

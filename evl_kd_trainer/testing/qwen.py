@@ -18,17 +18,21 @@ import torch
 from transformers import (
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
-    Qwen2_5_VLProcessor,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
-    Qwen2VLProcessor,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
-    Qwen3VLProcessor,
 )
 
-from evl_kd_trainer.data.templates import QWEN2_VL_CHAT_TEMPLATE, QWEN_VL_CHAT_TEMPLATE
+# The image-only processors are production classes of the Qwen-VL family; re-exported here (their old home).
+from evl_kd_trainer.models.families.qwen_vl import (
+    QWEN2_VL_CHAT_TEMPLATE,
+    QWEN_VL_CHAT_TEMPLATE,
+    Qwen2_5_VLImageOnlyProcessor,
+    Qwen2VLImageOnlyProcessor,
+    Qwen3VLImageOnlyProcessor,
+)
 from evl_kd_trainer.testing.construct import construct_model
 from evl_kd_trainer.testing.tokenizers import build_tiny_qwen_tokenizer
 
@@ -38,38 +42,6 @@ QWEN3_VL_MIN_PIXELS = 32 * 32 * 4
 QWEN3_VL_MAX_PIXELS = 32 * 32 * 16
 QWEN2_VL_MIN_PIXELS = 28 * 28 * 4
 QWEN2_VL_MAX_PIXELS = 28 * 28 * 16
-
-
-class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
-    """``Qwen3VLProcessor`` without a video processor.
-
-    The stock class requires Qwen3-VL's video processor, which needs torchvision (not importable next
-    to the CPU torch wheel). Dropping ``video_processor`` from ``__init__`` removes it from the
-    processor's attributes, so images and text work and ``save_pretrained`` writes no video config.
-    ``AutoProcessor`` does not know this class: reload it with ``Qwen3VLImageOnlyProcessor.from_pretrained``
-    or :func:`evl_kd_trainer.models.loading.load_processor`. Like the stock class it returns
-    ``mm_token_type_ids``, which Qwen3-VL's rope index needs.
-    """
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs: Any) -> None:
-        # ProcessorMixin pairs positional args with `get_attributes()` (image_processor, tokenizer) by zip,
-        # so the parent's `video_processor` positional (None here) is dropped.
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
-    """``Qwen2VLProcessor`` without a video processor (Qwen2-VL's also needs torchvision); see
-    :class:`Qwen3VLImageOnlyProcessor`."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs: Any) -> None:
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):  # noqa: N801  (transformers' own spelling)
-    """``Qwen2_5_VLProcessor`` without a video processor; see :class:`Qwen3VLImageOnlyProcessor`."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs: Any) -> None:
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
 
 def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

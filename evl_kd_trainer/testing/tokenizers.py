@@ -81,6 +81,15 @@ def _vocab_and_merges(tok: Tokenizer) -> tuple[dict[str, int], list[tuple[str, s
     return dict(model["vocab"]), merges
 
 
+def byte_level_bpe_vocab(
+    vocab_size: int = 512, extra_corpus: tuple[str, ...] = ()
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE ``(vocab, merges)`` trained on the built-in corpus (plus ``extra_corpus``), cached per
+    process: the base of every byte-level tiny tokenizer (Qwen's here, a new family's builder in its own file)."""
+    vocab, merges = _train_byte_level_bpe(vocab_size, tuple(extra_corpus))
+    return dict(vocab), list(merges)
+
+
 def build_tiny_qwen_tokenizer(vocab_size: int = 512, extra_corpus: tuple[str, ...] = ()) -> Qwen2Tokenizer:
     """A byte-level BPE ``Qwen2Tokenizer`` with Qwen's ChatML and vision special tokens.
 

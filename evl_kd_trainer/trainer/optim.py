@@ -12,14 +12,29 @@ error.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
 
-# Parameter-name fragments of the supported models' own vision-language projectors: Qwen-VL's patch merger (and
-# Qwen3-VL's deepstack mergers), LLaVA's multi_modal_projector.
-PROJECTOR_NAME_PATTERNS = ("visual.merger", "visual.deepstack_merger", "multi_modal_projector")
+from evl_kd_trainer.models.registry import family_projector_patterns, find_family
+
+
+def projector_name_patterns(model: nn.Module) -> tuple[str, ...]:
+    """Parameter-name fragments of ``model``'s own vision-language projector, as its model family names them
+    (Qwen-VL's patch merger and Qwen3-VL's deepstack mergers, LLaVA's ``multi_modal_projector``, ...); ``()`` for
+    a model no family covers."""
+    family = find_family(model)
+    return family.projector_patterns if family is not None else ()
+
+
+def __getattr__(name: str) -> Any:
+    # `PROJECTOR_NAME_PATTERNS`: the fragments of every registered family (computed on use, so that it includes
+    # families registered after this import); `projector_name_patterns(model)` gives one model's.
+    if name == "PROJECTOR_NAME_PATTERNS":
+        return family_projector_patterns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _NO_GROUPS = (

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 from transformers.utils import logging
 
-from evl_kd_trainer.models.base import unwrap_model
+from evl_kd_trainer.models.registry import find_family
 
 logger = logging.get_logger(__name__)
 
@@ -77,21 +77,9 @@ def check_processor_matches(model: nn.Module, processor: Any, role: str) -> None
             f"The {role} processor's tokenizer has {len(tokenizer)} tokens but the {role} model's vocabulary has "
             f"{vocab_size}: the processor does not belong to this model ({type(model).__name__})."
         )
-    if getattr(config, "mm_patch_merge_type", None) == "flat":
-        # A converted PULSE checkpoint: transformers' stock LLaVA-NeXT classes would unpad and add newline
-        # tokens, silently feeding the teacher a visual sequence it was never trained on.
-        from evl_kd_trainer.models.llava_flat import LlavaNextFlatForConditionalGeneration, LlavaNextFlatProcessor
-
-        if not isinstance(unwrap_model(model), LlavaNextFlatForConditionalGeneration):
-            raise ValueError(
-                f"The {role} config has mm_patch_merge_type='flat' (original LLaVA packing, PULSE-7B) but the model "
-                f"is a {type(model).__name__}: load it with evl_kd_trainer.models.load_model (or pass its path)."
-            )
-        if not isinstance(processor, LlavaNextFlatProcessor):
-            raise ValueError(
-                f"The {role} model packs visual tokens 'flat' but its processor is a {type(processor).__name__}: "
-                "load it with evl_kd_trainer.models.load_processor (or pass no processor)."
-            )
+    family = find_family(model)
+    if family is not None:  # the family's own refusals (e.g. PULSE's flat LLaVA-NeXT in the stock classes)
+        family.check_processor(model, processor, role)
     image_token_id = getattr(config, "image_token_id", None)
     if image_token_id is None:
         image_token_id = getattr(config, "image_token_index", None)

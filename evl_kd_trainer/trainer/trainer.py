@@ -185,16 +185,15 @@ class EVLDistillTrainer(ECGBenchEvalMixin, NonfiniteGuardMixin, MethodWeightsMix
         """Student parameters as ``Trainer`` groups them; the method's parameter groups at their own learning rates
         (``aligner_learning_rate``; DSKD: ``dskd_projector_lr``); the student's projector at
         ``projector_learning_rate`` when set."""
-        from evl_kd_trainer.trainer.optim import PROJECTOR_NAME_PATTERNS, create_optimizer_with_own_lr
+        from evl_kd_trainer.trainer.optim import create_optimizer_with_own_lr, projector_name_patterns
 
         groups = self.kd_method.parameter_groups() if self._kd_active() else []
         if self.args.projector_learning_rate is not None:
             opt_model = self.model if model is None else model
             kd_ids = {id(p) for params, _ in groups for p in params}
+            patterns = projector_name_patterns(opt_model)
             projector = [
-                p
-                for n, p in opt_model.named_parameters()
-                if id(p) not in kd_ids and any(k in n for k in PROJECTOR_NAME_PATTERNS)
+                p for n, p in opt_model.named_parameters() if id(p) not in kd_ids and any(k in n for k in patterns)
             ]
             groups.append((projector, self.args.projector_learning_rate))
         return create_optimizer_with_own_lr(self, model, *groups)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evl_kd_trainer.compare.methods import MethodSpec
-from evl_kd_trainer.scripts.cli_errors import UserError
+from evl_kd_trainer.errors import UserError
 
 MARKER = "done.json"
 MODEL_DIR = "model"
