@@ -9,8 +9,9 @@ import torch
 
 from evl_kd_trainer.cache import TeacherCacheReader, build_teacher_cache
 from evl_kd_trainer.data.collator import DualViewCollator
-from evl_kd_trainer.methods import DistillFeatures, get_method, load_builtin_methods, logits_at
+from evl_kd_trainer.methods import get_method, load_builtin_methods
 from evl_kd_trainer.models import capture_features, get_adapter, teacher_features
+from evl_kd_trainer.trainer.features import TeacherSide, build_features
 from tests.teacher_cache_helpers import make_args, tiny_world
 
 METHODS = {
@@ -28,34 +29,17 @@ def world():
     return tiny_world(n=6)
 
 
-def assemble(method, student_store, s_inputs, teacher, t_inputs, s_adapter, t_adapter, student, t_head, t_embed):
-    """The trainer's `_build_features`, with the teacher side given as a store-like object and two modules."""
-    f = DistillFeatures(
-        student_hidden=student_store.hidden,
-        student_attention_mask=s_inputs["attention_mask"].bool(),
-        student_response_mask=s_inputs["response_mask"].bool(),
-        teacher_hidden=teacher.hidden,
-        teacher_attention_mask=t_inputs["attention_mask"].bool(),
-        teacher_response_mask=t_inputs["response_mask"].bool(),
-        student_input_ids=s_inputs["input_ids"],
-        teacher_input_ids=t_inputs["input_ids"],
-        student_image_mask=s_adapter.image_token_mask(s_inputs["input_ids"]),
-        teacher_image_mask=t_adapter.image_token_mask(t_inputs["input_ids"]),
-    )
-    if method.needs_visual:
-        f.student_visual, f.student_visual_mask = student_store.padded_visual()
-        f.teacher_visual, f.teacher_visual_mask = teacher.padded_visual()
-    f.student_lm_head, f.teacher_lm_head = s_adapter.get_lm_head(student), t_head
-    f.student_embed_tokens, f.teacher_embed_tokens = student.get_input_embeddings(), t_embed
-    if method.needs_student_logits:
-        f.student_logits, f.student_logits_mask = logits_at(
-            f.student_lm_head, student_store.hidden, method.logit_positions(f, "student")
-        )
-    if method.needs_teacher_logits:
-        f.teacher_logits, f.teacher_logits_mask = logits_at(
-            t_head, teacher.hidden, method.logit_positions(f, "teacher")
-        )
-    return f
+def assemble(method, student_store, s_inputs, teacher_side, t_inputs, s_adapter, student):
+    """The trainer's own feature assembly, with the teacher side live or from the cache."""
+    masks = {
+        "student_attention_mask": s_inputs["attention_mask"].bool(),
+        "student_response_mask": s_inputs["response_mask"].bool(),
+        "student_input_ids": s_inputs["input_ids"],
+        "teacher_attention_mask": t_inputs["attention_mask"].bool(),
+        "teacher_response_mask": t_inputs["response_mask"].bool(),
+        "teacher_input_ids": t_inputs["input_ids"],
+    }
+    return build_features(method, method.request(method.args), student_store, student, s_adapter, teacher_side, masks)
 
 
 @pytest.mark.parametrize("case", list(METHODS))
@@ -86,21 +70,28 @@ def test_terms_from_the_cache_equal_the_live_teachers(world, tmp_path, case):
     s_adapter, t_adapter = get_adapter(student), get_adapter(teacher)
     torch.manual_seed(0)
     method = get_method(name)(args, s_adapter.dims, t_adapter.dims)
-    with capture_features(student, s_adapter, visual=method.needs_visual) as student_store:
+    request = method.request(args)
+    with capture_features(student, s_adapter, visual=request.visual) as student_store:
         student(**{k: v for k, v in s_inputs.items() if k != "response_mask"})
 
     live = teacher_features(teacher, t_adapter, t_inputs, hidden_layer=args.teacher_hidden_layer, visual=True)
     cached = reader.batch(batch["record_ids"])
     for key in ("input_ids", "attention_mask", "response_mask"):  # the cache renders the training view
         assert torch.equal(cached.teacher_inputs()[key], t_inputs[key]), key
-    live_terms = method(
-        assemble(method, student_store, s_inputs, live, t_inputs, s_adapter, t_adapter, student,
-                 t_adapter.get_lm_head(teacher), teacher.get_input_embeddings())
+    live_side = TeacherSide(
+        hidden=live.hidden, adapter=t_adapter, lm_head=t_adapter.get_lm_head(teacher),
+        embed_tokens=teacher.get_input_embeddings(),
     )  # fmt: skip
+    cached_side = TeacherSide(
+        hidden=cached.hidden, adapter=reader.adapter, lm_head=reader.lm_head, embed_tokens=reader.embed_tokens
+    )
+    if request.visual:
+        live_side.visual, live_side.visual_mask = live.padded_visual()
+        cached_side.visual, cached_side.visual_mask = cached.padded_visual()
+    live_terms = method(assemble(method, student_store, s_inputs, live_side, t_inputs, s_adapter, student))
     cached_terms = method(
-        assemble(method, student_store, s_inputs, cached, cached.teacher_inputs(), s_adapter, reader.adapter,
-                 student, reader.lm_head, reader.embed_tokens)
-    )  # fmt: skip
+        assemble(method, student_store, s_inputs, cached_side, cached.teacher_inputs(), s_adapter, student)
+    )
     assert set(cached_terms) == set(live_terms) and len(live_terms) >= 2
     assert float(live_terms["kd_loss"].detach()) != 0.0  # the comparison is not between two zeros
     for term, value in live_terms.items():
