@@ -1,4 +1,5 @@
-"""Worker for tests/test_distributed.py: `torchrun --nproc_per_node N tests/distributed_worker.py OUT MODE BATCH`.
+"""Worker for tests/test_distributed.py: `torchrun --nproc_per_node N tests/distributed_worker.py OUT MODE BATCH
+[TEACHER_CACHE_DIR]` (with a cache, each rank reads its own samples' teacher features and no teacher runs).
 
 Trains the tiny EVL setup for a few steps on CPU (gloo) and writes, per rank, the logged losses and a
 checksum of every aligner and student parameter, so the test can compare ranks and process counts.
@@ -32,6 +33,7 @@ ZERO2 = {**ZERO3, "zero_optimization": {"stage": 2}}
 
 def main() -> None:
     out, mode, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    cache_dir = sys.argv[4] if len(sys.argv) > 4 else None
     student, student_processor = build_tiny_qwen3_vl(seed=0)
     teacher, teacher_processor = build_tiny_llava_next(seed=1)
     args = EVLDistillConfig(
@@ -48,6 +50,7 @@ def main() -> None:
         save_strategy="no",
         seed=0,
         disable_tqdm=True,
+        teacher_cache_dir=cache_dir,
         lr_scheduler_type="constant",
         deepspeed={"ddp": None, "ddp_label_smoothing": None, "zero2": ZERO2, "zero3": ZERO3}[mode],
         # label smoothing: SFTTrainer's grad forward then returns logits and no loss (a second forward feeds metrics)

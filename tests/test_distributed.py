@@ -73,12 +73,13 @@ def launch(cmd: list[str], what: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def run(out: Path, mode: str, nproc: int, batch: int) -> list[dict]:
+def run(out: Path, mode: str, nproc: int, batch: int, cache: Path | None = None) -> list[dict]:
     out.mkdir(parents=True)
+    extra = [str(cache)] if cache is not None else []
     if nproc == 1:
-        cmd = [sys.executable, str(WORKER), str(out), mode, str(batch)]
+        cmd = [sys.executable, str(WORKER), str(out), mode, str(batch), *extra]
     else:
-        cmd = torchrun(nproc, WORKER, str(out), mode, str(batch))
+        cmd = torchrun(nproc, WORKER, str(out), mode, str(batch), *extra)
     launch(cmd, f"{mode} with {nproc} process(es)")
     results = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
     assert [r["world"] for r in results] == [nproc] * nproc
@@ -128,6 +129,32 @@ def test_deepspeed_two_processes_match_ddp_and_one(tmp_path, single, ddp_two, st
     for z, d in zip(ranks[0]["logs"], ddp_two[0]["logs"]):
         for key in TERMS:
             assert z[key] == pytest.approx(d[key], rel=1e-4), key
+    for name, value in ranks[0]["aligner"].items():
+        assert value == pytest.approx(ddp_two[0]["aligner"][name], rel=1e-4, abs=1e-5), name
+
+
+@pytest.mark.parametrize("mode", ["ddp", "zero3"])
+def test_training_from_a_teacher_cache_follows_the_live_teacher_run(tmp_path, ddp_two, mode):
+    """Each rank reads its own samples' teacher features from the cache: the same trajectory as with the live
+    teacher (DDP: the same ranks and batches), and no rank runs a teacher."""
+    if mode == "zero3":
+        pytest.importorskip("deepspeed")
+    from evl_kd_trainer.cache import build_teacher_cache
+    from evl_kd_trainer.testing import build_tiny_llava_next, build_tiny_qwen3_vl, make_tiny_vlm_dataset
+    from evl_kd_trainer.trainer import EVLDistillConfig
+
+    teacher, teacher_processor = build_tiny_llava_next(seed=1)
+    args = EVLDistillConfig(output_dir=str(tmp_path / "build"), use_cpu=True, bf16=False, report_to="none")
+    cache = tmp_path / "cache"
+    build_teacher_cache(
+        cache, make_tiny_vlm_dataset(n=12, seed=0), teacher, teacher_processor, args,
+        student_processor=build_tiny_qwen3_vl(seed=0)[1], compression="fp32", batch_size=2, progress=False,
+    )  # fmt: skip
+    ranks = run(tmp_path / mode, mode, 2, 2, cache=cache)
+    assert ranks[0]["aligner"] == ranks[1]["aligner"]
+    for cached, live in zip(ranks[0]["logs"], ddp_two[0]["logs"], strict=True):
+        for key in TERMS:
+            assert cached[key] == pytest.approx(live[key], rel=1e-4), key
     for name, value in ranks[0]["aligner"].items():
         assert value == pytest.approx(ddp_two[0]["aligner"][name], rel=1e-4, abs=1e-5), name
 

@@ -42,7 +42,7 @@ def world():
     return tiny_world(n=8)
 
 
-def _train(world, tmp_path, name, method, cache_dir=None, **overrides):
+def _train(world, tmp_path, name, method, cache_dir=None, peft_config=None, resume=None, **overrides):
     settings = {**TRAIN, **overrides}
     args = make_args(tmp_path / name, kd_method=method, teacher_cache_dir=cache_dir, **settings)
     student = copy.deepcopy(world["student"])
@@ -56,12 +56,13 @@ def _train(world, tmp_path, name, method, cache_dir=None, **overrides):
         processing_class=world["student_processor"],
         teacher_processing_class=world["teacher_processor"],
         callbacks=[recorder],
+        peft_config=peft_config,
     )
     recorder.model = trainer.model
     calls = []
     hook = world["teacher"].model.register_forward_pre_hook(lambda *a: calls.append(1))  # the base model runs
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume)
     finally:
         hook.remove()
     logs = [e for e in trainer.state.log_history if "ce_loss" in e]
@@ -134,3 +135,34 @@ def test_model_card_says_the_run_used_a_cache(world, tmp_path):
     card = (tmp_path / "cached" / "run" / "README.md").read_text()
     fingerprint = json.loads((tmp_path / "cache-fp32" / "manifest.json").read_text())["fingerprint"]
     assert "read from a cache" in card and fingerprint["teacher_weights"][:16] in card
+
+
+def test_gradient_accumulation_and_lora_from_the_cache_follow_the_live_run(world, tmp_path):
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    settings = {"gradient_accumulation_steps": 2, "max_steps": 2}
+    cache = _build(world, tmp_path, "evl")
+    _, live_logs, live_grads, _ = _train(world, tmp_path, "live", "evl", peft_config=lora, **settings)
+    _, cached_logs, cached_grads, calls = _train(world, tmp_path, "cached", "evl", cache, peft_config=lora, **settings)
+    assert calls == 0 and len(live_logs) == len(cached_logs) == 2
+    for live, cached in zip(live_logs, cached_logs, strict=True):
+        for term in ("loss", "ce_loss", "mhca_loss", "rel_loss", "ot_loss"):
+            assert cached[term] == pytest.approx(live[term], rel=1e-5, abs=1e-5), term
+    assert any("lora" in name for name in cached_grads[0]) and any("kd_method" in name for name in cached_grads[0])
+    for live, cached in zip(live_grads, cached_grads, strict=True):
+        for name in live:
+            torch.testing.assert_close(cached[name], live[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_resume_from_the_cache_gives_the_uninterrupted_losses(world, tmp_path):
+    cache = _build(world, tmp_path, "evl")
+    saving = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2}
+    _, full_logs, _, _ = _train(world, tmp_path, "full", "evl", cache, **saving)
+    checkpoint = tmp_path / "full" / "run" / "checkpoint-2"
+    _, resumed_logs, _, _ = _train(world, tmp_path, "resumed", "evl", cache, resume=str(checkpoint), **saving)
+    full = {e["step"]: e for e in full_logs}
+    resumed = {e["step"]: e for e in resumed_logs}
+    for step in (3, 4):
+        for term in ("loss", "ce_loss", "mhca_loss", "rel_loss", "ot_loss"):
+            assert resumed[step][term] == pytest.approx(full[step][term], rel=1e-5), (step, term)
