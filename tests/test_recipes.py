@@ -67,3 +67,15 @@ def test_every_recipe_names_its_hardware(path):
         assert "GPU" in header, path  # e.g. "on one node with 8 GPUs"
     else:
         assert "# Hardware: " in header and "Launch:" in header, path
+
+
+def test_cached_recipe_is_the_evl_recipe_reading_a_cache():
+    from evl_kd_trainer.cache.arguments import CacheArguments
+
+    live, cached = load("pulse_to_qwen.yaml"), load("pulse_to_qwen_cached.yaml")
+    assert cached.pop("teacher_cache_dir") == "cache/pulse-7b-evl"
+    assert cached.pop("output_dir") != live.pop("output_dir")
+    assert cached == live  # the same run, the teacher's features read instead of computed
+    raw = load("pulse_to_qwen_cached.yaml")
+    validate_recipe(raw, (ModelConfig, DataArguments, EVLDistillConfig), "pulse_to_qwen_cached.yaml")
+    validate_recipe(raw, (ModelConfig, DataArguments, EVLDistillConfig, CacheArguments), "pulse_to_qwen_cached.yaml")

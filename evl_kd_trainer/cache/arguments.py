@@ -13,7 +13,7 @@ class CacheArguments:
 
     Parameters:
         output (`str`):
-            Cache folder; created if missing. A folder holding a cache of the same fingerprint is resumed (its
+            Cache folder (default: the recipe's `teacher_cache_dir`); created if missing. A folder holding a cache of the same fingerprint is resumed (its
             finished shards are kept); one of another fingerprint is refused unless `overwrite`.
         compression (`str`, *optional*, defaults to `"bf16"`):
             Storage of the hidden states and visual tokens: `"fp32"` (exact), `"bf16"` (exact against a bf16
@@ -39,7 +39,9 @@ class CacheArguments:
             Delete a cache of another fingerprint found in `output` instead of refusing it.
     """
 
-    output: str | None = field(default=None, metadata={"help": "Cache folder (resumed when it holds this cache)."})
+    output: str | None = field(
+        default=None, metadata={"help": "Cache folder (resumed when it holds this cache); default: teacher_cache_dir."}
+    )
     compression: str = field(
         default="bf16", metadata={"help": "Feature storage: 'fp32', 'bf16', 'fp8' (e4m3, per-token scales), 'pca:R'."}
     )

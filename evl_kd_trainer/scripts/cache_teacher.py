@@ -29,8 +29,11 @@ PROG = "evl-kd cache-teacher"
 
 
 def precheck(namespace: Any) -> None:
-    if namespace.output is None:
-        raise ValueError("`output` is required: the folder the cache is written to (--output DIR).")
+    if namespace.output is None and namespace.teacher_cache_dir is None:
+        raise ValueError(
+            "`output` is required: the folder the cache is written to (--output DIR, or the recipe's "
+            "teacher_cache_dir)."
+        )
     precheck_paths(namespace, ("teacher_model_name_or_path",))
     if namespace.model_name_or_path is not None:  # only its processor is read
         check_model_path(namespace.model_name_or_path, "model_name_or_path")
@@ -55,6 +58,8 @@ def run(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             (ModelConfig, DataArguments, EVLDistillConfig, CacheArguments),
             argv, description=__doc__, prog=prog, precheck=precheck,
         )  # fmt: skip
+        if cache_args.output is None:  # a cached recipe names its cache: build exactly the one it trains from
+            cache_args.output = training_args.teacher_cache_dir
         from evl_kd_trainer.cache.request import features_for
         from evl_kd_trainer.cache.writer import build_teacher_cache, cache_fingerprint, check_resumable
         from evl_kd_trainer.models.loading import load_processor
