@@ -77,7 +77,6 @@ class ModelAdapter:
     ``.layers`` and a final ``.norm``), and ``model.lm_head``.
     """
 
-    model_type: ClassVar[str] = ""
     #: Keys of a processed batch that the model's forward accepts (others, e.g. labels, are dropped). Feature capture
     #: records these from the multimodal base model's call, so they must include what :meth:`image_token_counts` and
     #: :meth:`num_images` read (e.g. ``image_grid_thw``, ``image_sizes``).

@@ -89,7 +89,6 @@ class _LlavaFamilyAdapter(ModelAdapter):
 class LlavaNextAdapter(_LlavaFamilyAdapter):
     """LLaVA-NeXT (stock ``spatial_unpad`` packing or PULSE's ``flat`` packing)."""
 
-    model_type = "llava_next"
     input_keys = ("input_ids", "attention_mask", "pixel_values", "image_sizes")
 
     def num_images(self, inputs: Mapping[str, Any]) -> int:
@@ -103,7 +102,6 @@ class LlavaNextAdapter(_LlavaFamilyAdapter):
 class LlavaAdapter(_LlavaFamilyAdapter):
     """LLaVA-1.5: one crop per image, ``image_seq_length`` tokens each."""
 
-    model_type = "llava"
     input_keys = ("input_ids", "attention_mask", "pixel_values")
 
     def num_images(self, inputs: Mapping[str, Any]) -> int:

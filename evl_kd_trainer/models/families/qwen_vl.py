@@ -81,7 +81,6 @@ class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):  # noqa: N801  (transfo
 class QwenVLAdapter(ModelAdapter):
     """Qwen2-VL / Qwen2.5-VL / Qwen3-VL: per-image token counts come from ``image_grid_thw``."""
 
-    model_type = "qwen_vl"
     input_keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
 
     @property

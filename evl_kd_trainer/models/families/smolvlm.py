@@ -119,7 +119,6 @@ def visual_tokens_per_image(processor: Any, image: Any) -> int:
 class SmolVLMAdapter(ModelAdapter):
     """SmolVLM: the language model is ``model.model.text_model``; one run of ``<image>`` tokens per crop."""
 
-    model_type = "smolvlm"
     input_keys = ("input_ids", "attention_mask", "pixel_values", "pixel_attention_mask")
 
     def language_model(self, model: torch.nn.Module) -> torch.nn.Module:
