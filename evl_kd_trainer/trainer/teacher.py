@@ -53,6 +53,36 @@ def load_teacher(args: Any, teacher_model: Any, processor: Any) -> tuple[nn.Modu
     return teacher_model, processor, adapter
 
 
+def resolve_teacher(
+    args: Any, request: Any, active: bool, teacher_model: Any, teacher_processor: Any, student_processor: Any
+) -> tuple[nn.Module | None, Any, Any, Any]:
+    """Where the run's teacher features come from: ``(teacher, teacher_processor, teacher_adapter, cache)``.
+
+    An inactive method (``alpha = 0``, every weight 0, ``kd_method="sft"``) is plain SFT: no teacher is loaded or
+    placed and the batches carry no teacher view (all ``None``). With ``teacher_cache_dir`` the cache is opened and
+    its fingerprint checked (a :class:`~evl_kd_trainer.trainer.teacher_cache.CachedTeacher`) and no teacher loads.
+    """
+    from evl_kd_trainer.trainer.teacher_cache import CachedTeacher
+
+    if not request.teacher:
+        if args.teacher_cache_dir is not None:
+            raise ValueError(f"teacher_cache_dir is set but kd_method={args.kd_method!r} reads no teacher.")
+        return None, teacher_processor, None, None
+    if teacher_model is None and args.teacher_cache_dir is None:
+        raise ValueError(
+            f"kd_method={args.kd_method!r} needs a teacher: pass `teacher_model=` or set "
+            "`teacher_model_name_or_path` in the config."
+        )
+    if not active:
+        logger.info(f"kd_method={args.kd_method!r} carries no weight under these settings: plain SFT, no teacher.")
+        return None, teacher_processor, None, None
+    if args.teacher_cache_dir is not None:
+        cache = CachedTeacher(args, teacher_model, student_processor, teacher_processor)
+        return None, cache.teacher_processor, cache.adapter, cache
+    teacher, teacher_processor, adapter = load_teacher(args, teacher_model, teacher_processor)
+    return teacher, teacher_processor, adapter, None
+
+
 def prepare_teacher(trainer: Any, teacher: nn.Module) -> nn.Module:
     """Place the teacher the way TRL's distillation trainers do: ZeRO-3 kept, other stages inference-only."""
     if trainer.is_deepspeed_enabled:

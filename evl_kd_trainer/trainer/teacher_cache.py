@@ -32,7 +32,6 @@ class CachedTeacher:
             teacher saved in the cache is trusted (a warning says so).
         student_processor: the run's student processor.
         teacher_processor: the teacher's processor; defaults to the one saved in the cache.
-        train_dataset: every record of it must be in the cache (the error names the first missing ids).
     """
 
     def __init__(
@@ -41,9 +40,7 @@ class CachedTeacher:
         teacher_model: Any,
         student_processor: Any,
         teacher_processor: Any,
-        train_dataset: Any,
     ) -> None:
-        from evl_kd_trainer.cache.ids import dataset_record_ids
         from evl_kd_trainer.cache.manifest import MANIFEST, TEACHER_DIR
         from evl_kd_trainer.cache.reader import TeacherCacheReader
         from evl_kd_trainer.cache.settings import run_fingerprint
@@ -81,8 +78,16 @@ class CachedTeacher:
         self.teacher_processor = teacher_processor
         self.directory = directory
         # Records the teacher view dropped at build time are dropped by the collator too, counted.
-        self.dropped = self.reader.check(dataset_record_ids(train_dataset)) if train_dataset is not None else []
+        self.dropped: list[str] = []
         self._modules_on: torch.device | None = None
+
+    def check_records(self, train_dataset: Any) -> None:
+        """Every record of ``train_dataset`` must be cached (``ValueError`` naming the first missing ids). Records
+        the teacher view dropped at build time are dropped by the collator too, counted."""
+        from evl_kd_trainer.cache.ids import dataset_record_ids
+
+        if train_dataset is not None and hasattr(train_dataset, "__getitem__"):
+            self.dropped = self.reader.check(dataset_record_ids(train_dataset))
 
     @property
     def adapter(self) -> Any:

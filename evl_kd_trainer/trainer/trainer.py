@@ -40,11 +40,10 @@ from evl_kd_trainer.trainer.nonfinite import NonfiniteGuardMixin
 from evl_kd_trainer.trainer.teacher import (
     check_processor_matches,
     default_processor,
-    load_teacher,
     prepare_teacher,
+    resolve_teacher,
     teacher_path_of,
 )
-from evl_kd_trainer.trainer.teacher_cache import CachedTeacher
 
 logger = logging.get_logger(__name__)
 
@@ -106,26 +105,12 @@ class EVLDistillTrainer(ECGBenchEvalMixin, NonfiniteGuardMixin, MethodWeightsMix
 
         # Teacher: an inactive method (alpha = 0, every weight 0, kd_method="sft") is plain SFT, so the teacher is
         # then neither loaded nor placed, and the batches carry no teacher view.
-        teacher = teacher_adapter = cache = None
-        if request.teacher:
-            teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
-            if teacher_model is None and args.teacher_cache_dir is None:
-                raise ValueError(
-                    f"kd_method={args.kd_method!r} needs a teacher: pass `teacher_model=` or set "
-                    "`teacher_model_name_or_path` in the config."
-                )
-            if active and args.teacher_cache_dir is not None:
-                # Checked before anything else is built: a cache of other settings or records fails here.
-                cache = CachedTeacher(args, teacher_model, processing_class, teacher_processing_class, train_dataset)
-                teacher_adapter, teacher_processing_class = cache.adapter, cache.teacher_processor
-            elif active:
-                teacher, teacher_processing_class, teacher_adapter = load_teacher(
-                    args, teacher_model, teacher_processing_class
-                )
-            else:
-                logger.info(f"kd_method={args.kd_method!r} carries no weight under these settings: plain SFT.")
-        elif args.teacher_cache_dir is not None:
-            raise ValueError(f"teacher_cache_dir is set but kd_method={args.kd_method!r} reads no teacher.")
+        if request.teacher and teacher_model is None:
+            teacher_model = args.teacher_model_name_or_path
+        source = resolve_teacher(args, request, active, teacher_model, teacher_processing_class, processing_class)
+        teacher, teacher_processing_class, teacher_adapter, cache = source
+        if cache is not None:  # checked before anything else is built: a cache of other settings or records fails
+            cache.check_records(train_dataset)
         if data_collator is None and cache is not None:
             max_length, _ = resolve_max_lengths(args.max_length, None, model, None)
             data_collator = cache.collator(args, processing_class, max_length)
