@@ -15,6 +15,7 @@ a later case's growth. It includes allocator slack: read it as an upper bound. P
     python benchmarks/bench_losses.py --device cpu --repeats 3
     python benchmarks/bench_losses.py --device cuda --repeats 10
     python benchmarks/bench_losses.py --quick          # tiny shapes, a smoke run (used by the tests)
+    python benchmarks/bench_losses.py --device cuda --json losses.json   # also every row as JSON
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="one subprocess per case (default: on for CPU full runs, where peak RSS needs a fresh process)",
     )
+    parser.add_argument("--json", type=Path, default=None, help="also write every row to this JSON file")
     parser.add_argument("--only", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -227,10 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     memory = "peak alloc growth (MiB)" if device.type == "cuda" else "peak RSS growth (MiB)"
     print(f"| term | shape | median (ms) | min (ms) | {memory} |")
     print("|---|---|---:|---:|---:|")
+    rows = []
     for index, case in enumerate(cases):
         r = _run_isolated(index, args, dtype_name) if isolate else run_case(case, device, dtype, args.repeats)
         peak = "n/a" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
         print(f"| {case.term} | {case.shape} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {peak} |", flush=True)
+        rows.append({"term": case.term, "shape": case.shape, **r})
+    if args.json is not None:
+        report = {"device": machine_description(device), "dtype": dtype_name, "repeats": args.repeats, "rows": rows}
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 

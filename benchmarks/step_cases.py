@@ -7,6 +7,9 @@ Cases (``CASES``):
   head, hidden states and visual tokens captured), on the teacher view of the same batches;
 - every registered ``kd_method`` (``evl``, ``sft``, ``uld``, ...): ``EVLDistillTrainer`` with that method
   at its paper defaults;
+- ``<method>_cached`` for every method that reads a teacher (``step_cache.CACHED_CASES``, with ``--cached``): the
+  same trainer reading the teacher's features from a cache built before the run (``teacher_cache_dir``): no teacher
+  is built or run in that process;
 - ``gold``: TRL's GOLD trainer (``trl.experimental.gold``), the peer that does the same job: cross-tokenizer,
   cross-architecture VLM distillation with ULD. It runs off-policy (``lmbda=0``: no student generation, as our
   methods) with positional ULD (``use_extended_uld=False``: its byte-offset alignment needs ByteLevel tokenizers
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from step_cache import CACHED_CASES, cache_dir_of, live_method
 from step_configs import StepConfig, build_student, build_teacher, make_dataset, to_prompt_completion
 from transformers import TrainerCallback
 
@@ -50,14 +54,15 @@ from evl_kd_trainer.methods import builtin_method_names, get_method
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 REFERENCE_CASES = ("sft_trl", "teacher_forward")
-# Every registered method (EVL-ECG first), then the peer.
+# Every registered method (EVL-ECG first), then the peer; the cached twins last (``--cached``).
 METHODS = (*builtin_method_names(), "gold")
-CASES = REFERENCE_CASES + METHODS
+CASES = REFERENCE_CASES + METHODS + CACHED_CASES
 LABELS = {
     "sft_trl": "SFT (TRL SFTTrainer)",
     "teacher_forward": "teacher forward alone",
     **{name: get_method(name).label for name in builtin_method_names()},
     "gold": "TRL GOLD (ULD, off-policy)",
+    **{case: f"{get_method(live_method(case)).label}, cached teacher" for case in CACHED_CASES},
 }
 
 
@@ -69,6 +74,7 @@ class RunSettings:
     steps: int
     warmup: int
     device: torch.device
+    cache_root: str | None = None  # where the cached cases' caches were built (``step_cache.cache_dir_of``)
 
     @property
     def total_steps(self) -> int:
@@ -289,18 +295,26 @@ def _sft_trainer(settings: RunSettings, workdir: str, dataset_n: int, callbacks:
     )
 
 
-def _evl_trainer(method: str, settings: RunSettings, workdir: str, dataset_n: int, callbacks: list) -> Any:
+def _evl_trainer(
+    method: str, settings: RunSettings, workdir: str, dataset_n: int, callbacks: list, cache_dir: str | None = None
+) -> Any:
+    """``EVLDistillTrainer`` with ``method``; with ``cache_dir`` it reads the teacher's features from that cache and
+    no teacher is built (its weights would count in the memory)."""
     from evl_kd_trainer.trainer import EVLDistillConfig, EVLDistillTrainer
 
     config = settings.config
     student, processor = build_student(config, settings.device)
     args = EVLDistillConfig(
-        **_common_args(settings, workdir), kd_method=method, teacher_max_length=config.teacher_max_length
+        **_common_args(settings, workdir),
+        kd_method=method,
+        teacher_max_length=config.teacher_max_length,
+        teacher_cache_dir=cache_dir,
     )
     teacher, teacher_processor = (None, None)
-    if get_method(method).request(args).teacher:  # no teacher read, none built (its memory would count)
+    if get_method(method).request(args).teacher and cache_dir is None:  # no teacher read, none built
         teacher, teacher_processor = build_teacher(config, settings.device)
-    dataset = make_dataset(config, dataset_n, processor.tokenizer)
+    # A cache looks records up by id: the cached cases' samples carry one (the same samples otherwise).
+    dataset = make_dataset(config, dataset_n, processor.tokenizer, with_ids=cache_dir is not None)
     return EVLDistillTrainer(
         student,
         teacher_model=teacher,
@@ -350,6 +364,12 @@ def _instrument(case: str, trainer: Any, buckets: Buckets) -> None:
         buckets.wrap(trainer.teacher_model, "forward", "teacher forward")
         if trainer.uld_loss_fn is not None:
             buckets.wrap(trainer.uld_loss_fn, "_compute_distillation_loss", "KD terms forward")
+    elif live_method(case) is not None:
+        # The shard reads happen in the collator (data loading, part of "other"); the rest in the loss forward.
+        buckets.wrap(trainer.data_collator.reader, "batch", "cache read (in other)")
+        buckets.wrap(trainer, "_teacher_forward", "teacher from cache")
+        buckets.wrap(trainer, "_build_features", "features (+ logits)")
+        buckets.wrap(trainer.kd_method, "forward", "KD terms forward")
     elif case != "sft_trl":
         buckets.wrap(trainer, "_teacher_forward", "teacher forward")
         buckets.wrap(trainer, "_build_features", "features (+ logits)")
@@ -360,7 +380,7 @@ def _instrument(case: str, trainer: Any, buckets: Buckets) -> None:
 def breakdown(totals: dict[str, float], steps: int) -> dict[str, float]:
     """Per-step means; ``student forward`` is the loss forward minus the nested teacher/feature/KD parts."""
     per_step = {name: value / steps for name, value in totals.items()}
-    nested = ("teacher inputs", "teacher forward", "features (+ logits)", "KD terms forward")
+    nested = ("teacher inputs", "teacher forward", "teacher from cache", "features (+ logits)", "KD terms forward")
     if "loss forward" in per_step:
         per_step["student forward (+ CE)"] = per_step["loss forward"] - sum(per_step.get(n, 0.0) for n in nested)
     return per_step
@@ -377,6 +397,11 @@ def run_trainer_case(case: str, settings: RunSettings, gate: StepGate) -> dict[s
             trainer = _sft_trainer(settings, workdir, dataset_n, [clock])
         elif case == "gold":
             trainer = _gold_trainer(settings, workdir, dataset_n, [clock])
+        elif live_method(case) is not None:
+            if settings.cache_root is None:
+                raise ValueError(f"{case}: no cache root given (bench_step.py builds the caches with --cached).")
+            cache_dir = str(cache_dir_of(settings.cache_root, settings.config, live_method(case)))
+            trainer = _evl_trainer(live_method(case), settings, workdir, dataset_n, [clock], cache_dir=cache_dir)
         else:
             trainer = _evl_trainer(case, settings, workdir, dataset_n, [clock])
         _instrument(case, trainer, buckets)

@@ -279,8 +279,9 @@ def lengthen(answer: str, tokenizer: Any, target_tokens: int, seed: int) -> str:
     return text
 
 
-def make_dataset(config: StepConfig, n: int, student_tokenizer: Any, seed: int = 0) -> Any:
-    """``n`` one-image ECG Q&A samples in TRL's ``messages`` + ``images`` format, answers lengthened."""
+def make_dataset(config: StepConfig, n: int, student_tokenizer: Any, seed: int = 0, with_ids: bool = False) -> Any:
+    """``n`` one-image ECG Q&A samples in TRL's ``messages`` + ``images`` format, answers lengthened; ``with_ids``
+    adds an ``id`` column (as ECGInstruct's records have: the key a teacher cache looks records up by)."""
     from datasets import Dataset
 
     base = make_tiny_vlm_dataset(n=n, seed=seed, sizes=config.image_sizes)
@@ -292,6 +293,8 @@ def make_dataset(config: StepConfig, n: int, student_tokenizer: Any, seed: int =
         long_answer = lengthen(answer, student_tokenizer, config.answer_tokens, seed=seed * 1000 + i)
         messages = [messages[0], {"role": "assistant", "content": [{"type": "text", "text": long_answer}]}]
         rows.append({"messages": messages, "images": row["images"]})
+        if with_ids:
+            rows[-1]["id"] = f"bench-{seed}-{i}"
     return Dataset.from_list(rows)
 
 

@@ -63,6 +63,56 @@ def test_quick_run_times_every_method_and_the_references(tmp_path):
         assert any(row.startswith(f"| {label} |") for row in table_rows), label
 
 
+def test_quick_cached_cases_run_from_a_cache_and_report_their_ratios(tmp_path):
+    """`--cached`: each teacher-reading method gets a `<method>_cached` twin trained from a cache built first."""
+    out = tmp_path / "cached.json"
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--methods", "evl,uld,sft", "--cached", "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tiny = json.loads(out.read_text())["configs"]["tiny"]
+    cases = tiny["cases"]
+    # sft reads no teacher: no cached twin
+    assert set(cases) == {"sft_trl", "teacher_forward", "evl", "uld", "sft", "evl_cached", "uld_cached"}
+    sft_cpu = cases["sft_trl"]["cpu_median_s"]
+    for method in ("evl", "uld"):
+        cached, live = cases[f"{method}_cached"], cases[method]
+        assert len(cached["times_s"]) == 2 and math.isfinite(cached["final_loss"]), method
+        # ratios to the plain SFT step and to the live-teacher twin, on both clocks
+        assert cached["ratio_sft_cpu"] == pytest.approx(cached["cpu_median_s"] / sft_cpu)
+        assert cached["ratio_live_cpu"] == pytest.approx(cached["cpu_median_s"] / live["cpu_median_s"])
+        assert cached["ratio_live"] == pytest.approx(cached["median_s"] / live["median_s"])
+        # the teacher never ran: its features came from the cache, read in the data loading
+        assert "teacher forward" not in cached["breakdown_s"] and "teacher from cache" in cached["breakdown_s"]
+        assert cached["breakdown_s"]["KD terms forward"] > 0
+        build = cached["cache"]
+        assert build["method"] == method and build["compression"] == "bf16"
+        assert build["records"] == 3 * 2  # (1 warm-up + 2 timed steps) x batch 2: every sample trained on
+        assert build["bytes_per_sample"] > 0 and build["build_s"] > 0
+    assert "ratio_live_cpu" not in cases["evl"]
+    # EVL-ECG stores its hidden states at every position and the visual tokens; ULD the answer positions only
+    assert cases["evl_cached"]["cache"]["bytes_per_sample"] > cases["uld_cached"]["cache"]["bytes_per_sample"]
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| method | CPU s/step"))
+    assert header.rstrip(" |").endswith("x live, CPU | memory x live")
+    row = next(line for line in lines if line.startswith("| EVL-ECG (ours), cached teacher |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[-2]) == pytest.approx(cases["evl_cached"]["ratio_live_cpu"], abs=0.006)
+    assert float(cells[7]) == pytest.approx(cases["evl_cached"]["ratio_sft_cpu"], abs=0.006)
+    assert any(line.startswith("| cache of |") for line in lines)
+
+
+def test_cached_options_are_checked():
+    bench = load_bench()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--methods", "sft_cached"])  # sft reads no teacher: nothing to cache
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--methods", "evl", "--cached", "--cache-compression", "zip"])
+    args = bench.parse_args(["--methods", "evl_cached,uld", "--skip-references"])
+    assert args.methods == ["uld"] and args.cached_cases == ["evl_cached"]  # a cached case named alone runs alone
+    args = bench.parse_args(["--methods", "evl,uld,gold", "--cached"])
+    assert args.cached_cases == ["evl_cached", "uld_cached"]
+
+
 def test_ratios_and_breakdown_arithmetic():
     bench = load_bench()
     cases = {
@@ -76,6 +126,12 @@ def test_ratios_and_breakdown_arithmetic():
     assert cases["evl"]["ratio_sft_plus_teacher_cpu"] == pytest.approx(1.2)
     assert cases["evl"]["ratio_sft"] == pytest.approx(1.65)
     assert bench.add_ratios({"evl": {"median_s": 1.0}}) is None  # no reference, no ratio
+    cases["evl_cached"] = {"median_s": 2.2, "cpu_median_s": 0.9, "peak_mib": 450.0}
+    cases["evl"]["peak_mib"] = 600.0
+    bench.add_live_ratios(cases, "cpu_median_s", "_cpu")
+    assert cases["evl_cached"]["ratio_live_cpu"] == pytest.approx(0.5)  # 0.9 / 1.8
+    assert cases["evl_cached"]["peak_ratio_live"] == pytest.approx(0.75)
+    assert "ratio_live_cpu" not in cases["evl"] and "ratio_live_cpu" not in cases["sft_trl"]
 
     from step_cases import breakdown
 
@@ -197,11 +253,14 @@ def test_bad_method_is_refused():
 def test_interleaved_isolated_run_gives_each_process_its_own_steps(tmp_path):
     out = tmp_path / "interleaved.json"
     cmd = [sys.executable, str(SCRIPT), "--config", "tiny", "--methods", "evl", "--steps", "2", "--warmup", "1"]
+    cmd += ["--cached"]  # the cache is built in its own process first, then read by its own worker
     result = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     tiny = json.loads(out.read_text())["configs"]["tiny"]
     assert tiny["isolated"] and tiny["interleaved"]
-    assert set(tiny["cases"]) == {"sft_trl", "teacher_forward", "evl"}
+    assert set(tiny["cases"]) == {"sft_trl", "teacher_forward", "evl", "evl_cached"}
+    assert tiny["cases"]["evl_cached"]["cache"]["records"] == 3 * 2
+    assert tiny["cases"]["evl_cached"]["peak_ratio_live"] > 0
     for name, case in tiny["cases"].items():
         # the turn-taking protocol ran to the end: every worker reported its two timed steps and its own memory
         assert len(case["times_s"]) == 2 and all(t > 0 for t in case["times_s"]), name

@@ -111,7 +111,12 @@ class TeacherCacheReader:
                 for s in ("hidden", "visual")
                 if f"{s}.basis" in saved
             }
-        self._codecs = {stream: RowCodec(self.spec, self.pca.get(stream)) for stream in ("hidden", "visual")}
+        # A PCA cache has a basis for each stream it stores only (no visual one for a method without visual tokens).
+        self._codecs = {
+            stream: RowCodec(self.spec, self.pca.get(stream))
+            for stream in ("hidden", "visual")
+            if self.spec.kind != "pca" or stream in self.pca
+        }
         self.pca_output = pca_output
         self.pad_to_multiple_of = pad_to_multiple_of
         self.lm_head, self.embed_tokens = load_teacher_modules(

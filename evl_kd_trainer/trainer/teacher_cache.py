@@ -43,6 +43,7 @@ class CachedTeacher:
     ) -> None:
         from evl_kd_trainer.cache.manifest import MANIFEST, TEACHER_DIR
         from evl_kd_trainer.cache.reader import TeacherCacheReader
+        from evl_kd_trainer.cache.request import features_for
         from evl_kd_trainer.cache.settings import run_fingerprint
         from evl_kd_trainer.models import load_processor
 
@@ -68,9 +69,8 @@ class CachedTeacher:
         reader_probe = TeacherCacheReader(directory)
         if source is None:
             expected = {k: v for k, v in reader_probe.fingerprint.items() if k != "features"}
-            expected["features"] = run_fingerprint(
-                args, str(saved_teacher), teacher_processor, student_processor, teacher_config=reader_probe.config
-            )["features"]
+            # Only what the run reads can be checked: the saved teacher folder holds no weights to fingerprint.
+            expected["features"] = features_for(args.kd_method, args).to_dict()
         else:
             expected = run_fingerprint(args, source, teacher_processor, student_processor)
         self.reader = TeacherCacheReader.open(directory, expected_fingerprint=expected, device="cpu")
