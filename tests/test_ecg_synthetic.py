@@ -14,8 +14,8 @@ from evl_kd_trainer.ecg.cli import main as make_synthetic_main
 from evl_kd_trainer.ecg.leads import STANDARD_LEADS
 from evl_kd_trainer.ecg.records import LETTERS
 from evl_kd_trainer.ecg.render import render_ecg
-from evl_kd_trainer.ecg.simulate import DEFAULT_CLASSES, RHYTHM_CLASSES, simulate_ecg
-from evl_kd_trainer.ecg.synthetic import make_synthetic_dataset
+from evl_kd_trainer.ecg.simulate import DEFAULT_CLASSES, RHYTHM_CLASSES, _flutter_waves, simulate_ecg
+from evl_kd_trainer.ecg.synthetic import make_synthetic_dataset, write_train_subset
 
 
 def _rhythm_features(image: Image.Image, size: tuple[int, int]) -> tuple[float, float]:
@@ -39,7 +39,8 @@ def _rhythm_features(image: Image.Image, size: tuple[int, int]) -> tuple[float, 
 
 
 def test_simulated_classes_have_their_heart_rate_and_regularity():
-    for code in DEFAULT_CLASSES:
+    assert set(DEFAULT_CLASSES) < set(RHYTHM_CLASSES)
+    for code in RHYTHM_CLASSES:
         rhythm = RHYTHM_CLASSES[code]
         for index in range(5):
             ecg = simulate_ecg(code, np.random.default_rng(index), duration=10.0, sampling_rate=250.0)
@@ -54,14 +55,36 @@ def test_simulated_classes_have_their_heart_rate_and_regularity():
             samples = samples[(samples > 2) & (samples < 2497)]
             assert np.median(ecg.signal[1, samples]) > np.percentile(ecg.signal[1], 95)
     # Limb leads obey Einthoven's law (III = II - I) and Goldberger's (aVR + aVL + aVF = 0) up to noise.
-    clean = simulate_ecg("NSR", np.random.default_rng(0), noise=False).signal
-    assert np.allclose(clean[2], clean[1] - clean[0]) and np.allclose(clean[3] + clean[4] + clean[5], 0.0)
+    for code in ("NSR", "AFL"):
+        clean = simulate_ecg(code, np.random.default_rng(0), noise=False).signal
+        assert np.allclose(clean[2], clean[1] - clean[0]) and np.allclose(clean[3] + clean[4] + clean[5], 0.0)
     # P waves only in sinus rhythm: 160 ms before each R peak, lead II has a bump in NSR, none in AF.
     for code, expect_p in (("NSR", True), ("AF", False)):
         ecg = simulate_ecg(code, np.random.default_rng(1), noise=False)
         p_at = np.round((ecg.r_peaks - 0.16) * 250).astype(int)
         p_at = p_at[p_at > 0]
         assert (np.median(ecg.signal[1, p_at]) > 0.05) == expect_p
+
+
+def test_atrial_flutter_beats_like_sinus_tachycardia_over_a_sawtooth_at_twice_its_rate():
+    """2:1 flutter: a rate in sinus tachycardia's range, regular beats, no P waves; the F waves are a sawtooth with
+    two cycles per beat (slow descent, quick return in lead II), opposite in V1."""
+    flutter, tachy = RHYTHM_CLASSES["AFL"], RHYTHM_CLASSES["ST"]
+    assert flutter.flutter and not flutter.p_waves and not tachy.flutter
+    assert max(flutter.heart_rate[0], tachy.heart_rate[0]) < min(flutter.heart_rate[1], tachy.heart_rate[1])
+    fs, rr = 250.0, 0.42
+    t = np.arange(2500) / fs
+    beats = -1.5 + rr * np.arange(32)
+    for seed in range(3):
+        waves = _flutter_waves(t, beats, np.random.default_rng(seed))
+        lead_ii, lead_v1 = waves[1], waves[6]
+        assert 0.24 - 1e-9 <= np.ptp(lead_ii) <= 0.4 + 1e-9
+        assert np.corrcoef(lead_ii, lead_v1)[0, 1] < -0.99
+        half = round(rr / 2 * fs)  # a flutter cycle: the train repeats at half the RR interval, not at a quarter
+        assert np.corrcoef(lead_ii[:-half], lead_ii[half:])[0, 1] > 0.99
+        assert np.corrcoef(lead_ii[: -half // 2], lead_ii[half // 2 :])[0, 1] < 0.0
+        falling = np.mean(np.diff(lead_ii) < 0)
+        assert 0.6 < falling < 0.85, falling  # the slow downslope takes most of each cycle
 
 
 def test_dataset_files_load_and_follow_the_benchmark_shape(tmp_path):
@@ -159,6 +182,25 @@ def test_classes_are_separable_from_the_pictures_by_a_trivial_feature(tmp_path, 
     gold = {r["id"]: r["conversations"][1]["value"] for r in json.loads(open(paths["test"]).read())}
     answered = [LETTERS[p] == gold[i] for i, p in zip(test_ids, predicted)]
     assert np.mean(answered) == pytest.approx(accuracy)
+
+
+def test_train_subset_keeps_the_first_pictures_of_each_class_with_all_their_questions(tmp_path):
+    paths = make_synthetic_dataset(
+        tmp_path / "d", n_train=30, n_test=0, classes=["ST", "AFL", "SB"], layout="1x1", image_size=(64, 32)
+    )
+    labels = json.loads(open(paths["manifest"]).read())["labels"]["train"]
+    subset = json.loads(open(write_train_subset(tmp_path / "d", 6, name="small.json")).read())
+    images = [record["image"].rsplit("/", 1)[1][:-4] for record in subset]
+    assert len(subset) == 12 and all(images.count(image) == 2 for image in images)  # closed + mcq of 6 pictures
+    kept = sorted(set(images))
+    assert sorted(labels[image] for image in kept) == ["AFL", "AFL", "SB", "SB", "ST", "ST"]
+    for code in ("ST", "AFL", "SB"):  # the first two pictures of each class, in generation order
+        assert [i for i in kept if labels[i] == code] == [i for i in sorted(labels) if labels[i] == code][:2]
+    assert os.path.isfile(tmp_path / "d" / "small.json")
+    with pytest.raises(ValueError, match="multiple of the 3 classes"):
+        write_train_subset(tmp_path / "d", 7)
+    with pytest.raises(ValueError, match="fewer than 11 pictures"):
+        write_train_subset(tmp_path / "d", 33)
 
 
 def test_bad_arguments_are_refused(tmp_path):

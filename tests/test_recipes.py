@@ -79,3 +79,21 @@ def test_cached_recipe_is_the_evl_recipe_reading_a_cache():
     raw = load("pulse_to_qwen_cached.yaml")
     validate_recipe(raw, (ModelConfig, DataArguments, EVLDistillConfig), "pulse_to_qwen_cached.yaml")
     validate_recipe(raw, (ModelConfig, DataArguments, EVLDistillConfig, CacheArguments), "pulse_to_qwen_cached.yaml")
+
+
+def test_demo_recipes_train_a_stronger_teacher_on_more_data_and_distil_with_table_4():
+    """The embedded default: the teacher sees every training strip, the student (SFT, distillation and its SFT
+    control alike) only its smaller labelled budget; stage 2 keeps the paper's loss weights and learning rates."""
+    teacher, student, distill = (load(f"demo/{n}.yaml") for n in ("teacher_sft", "student_sft", "distill"))
+    assert teacher["dataset_path"].endswith("/train.json")
+    assert student["dataset_path"] == distill["dataset_path"] and distill["dataset_path"].endswith("student_train.json")
+    weights = (distill["alpha"], distill["lambda_mhca"], distill["lambda_rel"], distill["lambda_ot"])
+    assert weights == (0.3, 1, 0.03, 0.1)
+    assert (distill["learning_rate"], distill["aligner_learning_rate"]) == (2e-4, 5e-4)
+    assert teacher["lr_scheduler_kwargs"]["num_decay_steps"] < 250 * teacher["num_train_epochs"]
+    for recipe, types in (
+        (teacher, (ModelConfig, DataArguments, VLMSFTConfig)),
+        (student, (ModelConfig, DataArguments, VLMSFTConfig)),
+        (distill, (ModelConfig, DataArguments, EVLDistillConfig)),
+    ):
+        validate_recipe(recipe, types, "demo recipe")

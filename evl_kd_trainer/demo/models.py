@@ -17,16 +17,18 @@ import torch
 
 from evl_kd_trainer.models.llava_flat import LlavaNextFlatForConditionalGeneration, LlavaNextFlatProcessor
 from evl_kd_trainer.testing import build_tiny_llava_next, build_tiny_qwen3_vl
-from evl_kd_trainer.testing.llava import anyres_grid
+from evl_kd_trainer.testing.llava import TINY_CLIP_IMAGE_SIZE, TINY_CLIP_PATCH_SIZE, anyres_grid
 
 TOKENIZER_VOCAB_SIZE = 1024
 
-# Teacher: CLIP crops of 32 px in 8-px patches (16 tokens per crop); a 224x64 rhythm strip becomes the
-# 1x3 anyres grid plus the base crop = 64 visual tokens (PULSE: 5 x 576 = 2880 for a 2x2 grid).
+# Teacher: CLIP crops of 64 px in 16-px patches (16 tokens per crop); a 224x64 rhythm strip becomes the 1x3
+# anyres grid (192x64, nearly the student's resolution) plus the base crop = 64 visual tokens (PULSE: 5 x 576 =
+# 2880 for a 2x2 grid). Wider than the student (text 128 vs 96), with a deeper vision tower (3 layers vs 2).
 TEACHER_CONFIG: dict[str, Any] = {
     "text_config": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
                     "num_key_value_heads": 4},
-    "vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4},
+    "vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+                      "image_size": 64, "patch_size": 16},
 }  # fmt: skip
 # Student: 32x32 pixels per visual token (patch 16, merge 2): a 224x64 strip gives 14 tokens.
 STUDENT_CONFIG: dict[str, Any] = {
@@ -53,10 +55,14 @@ def build_demo_teacher(
 ) -> tuple[LlavaNextFlatForConditionalGeneration, Any]:
     """The tiny flat LLaVA-NeXT teacher and its processor (llava_v1 template)."""
     tokenizer_kwargs = {"vocab_size": TOKENIZER_VOCAB_SIZE, "extra_corpus": corpus}
-    stock, stock_processor = build_tiny_llava_next(seed=seed, tokenizer_kwargs=tokenizer_kwargs, **TEACHER_CONFIG)
+    vision = TEACHER_CONFIG["vision_config"]
+    crop, patch = vision.get("image_size", TINY_CLIP_IMAGE_SIZE), vision.get("patch_size", TINY_CLIP_PATCH_SIZE)
+    stock, stock_processor = build_tiny_llava_next(
+        seed=seed, tokenizer_kwargs=tokenizer_kwargs, image_grid_pinpoints=anyres_grid(crop),
+        image_seq_length=(crop // patch) ** 2, **TEACHER_CONFIG,
+    )  # fmt: skip
     config = stock.config
     config.mm_patch_merge_type = "flat"
-    config.image_grid_pinpoints = anyres_grid(config.vision_config.image_size)
     torch.manual_seed(seed)
     model = LlavaNextFlatForConditionalGeneration(config).eval()
     processor = LlavaNextFlatProcessor(

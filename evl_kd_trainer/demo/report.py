@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,13 @@ def verdicts(
         )
     if sft_continued is not None:
         cont = _accuracy(results, sft_continued)
+        if cont is not None and teacher_acc is not None:
+            gap = teacher_acc - cont
+            room = "room for distillation" if gap >= 10 else "little to distil: the student learns as much alone"
+            lines.append(
+                f"- The teacher is {gap:+.1f} points from what the student reaches alone with the same extra steps "
+                f"(the SFT control): {room}."
+            )
         if cont is not None and evl_acc is not None:
             diff = evl_acc - cont
             word = "beats" if diff > 0 else ("ties" if diff == 0 else "loses to")
@@ -40,10 +48,15 @@ def verdicts(
                 f"distillation {word} it by {abs(diff):.1f} points. This is the fair comparison: both runs continue from "
                 "the same SFT student for the same steps and data."
             )
-    lines.append(
-        f"- {results and next(iter(results.values()))['splits']['synthetic'].get('n', '?')} held-out questions: "
-        "one question is 1/n of the score, so differences of a few points are within noise at this size."
-    )
+    n = results and next(iter(results.values()))["splits"]["synthetic"].get("n")
+    if isinstance(n, int) and n > 0 and evl_acc is not None:
+        error = 100 * math.sqrt(evl_acc / 100 * (1 - evl_acc / 100) / n)
+        lines.append(
+            f"- {n} held-out questions: one run's score has a binomial standard error of about {error:.1f} points, "
+            "and another seed moves it more: read a difference of a few points between single runs as noise."
+        )
+    else:
+        lines.append("- Differences of a few points between single runs are within noise.")
     return lines
 
 

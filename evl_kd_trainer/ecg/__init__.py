@@ -19,6 +19,7 @@ _LAZY_EXPORTS: dict[str, str] = {
     "simulate_ecg": "evl_kd_trainer.ecg.simulate",
     "RHYTHM_CLASSES": "evl_kd_trainer.ecg.simulate",
     "make_synthetic_dataset": "evl_kd_trainer.ecg.synthetic",
+    "write_train_subset": "evl_kd_trainer.ecg.synthetic",
     "convert_ptbxl": "evl_kd_trainer.ecg.ptbxl",
     "convert_code15": "evl_kd_trainer.ecg.code15",
     "ConversionError": "evl_kd_trainer.ecg.conversion",

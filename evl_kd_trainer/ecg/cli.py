@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-train", type=int, default=400, help="training pictures (default 400)")
     parser.add_argument("--n-test", type=int, default=100, help="test pictures (default 100)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--classes", type=parse_list, default=None, help="comma-separated among SB,NSR,ST,AF")
+    parser.add_argument("--classes", type=parse_list, default=None, help="comma-separated among SB,NSR,ST,AF,AFL")
     parser.add_argument(
         "--question-types", type=parse_list, default=["closed", "mcq"], help="training questions: closed,mcq"
     )

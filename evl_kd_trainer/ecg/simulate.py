@@ -36,9 +36,10 @@ _PRECORDIAL_P = np.array([0.06, 0.08, 0.09, 0.1, 0.1, 0.09])
 class RhythmClass:
     """A rhythm the generator can make: its label code, the name used in answers, and its parameters.
 
-    ``heart_rate`` is the range the record's mean rate is drawn from (bpm); ``rr_jitter`` the relative
-    standard deviation of RR intervals (sinus: small, AF: large); ``p_waves`` whether atrial activity
-    is organised (P waves) or fibrillatory (f waves).
+    ``heart_rate`` is the range the record's mean (ventricular) rate is drawn from (bpm); ``rr_jitter`` the
+    relative standard deviation of RR intervals (sinus: small, AF: large); ``p_waves`` whether atrial activity
+    is organised as sinus P waves, else it is fibrillatory (f waves) or, with ``flutter``, a sawtooth of
+    flutter waves conducted 2:1 (two F waves per beat, locked to the QRS).
     """
 
     code: str
@@ -46,6 +47,7 @@ class RhythmClass:
     heart_rate: tuple[float, float]
     rr_jitter: float
     p_waves: bool = True
+    flutter: bool = False
 
 
 RHYTHM_CLASSES: dict[str, RhythmClass] = {
@@ -53,6 +55,10 @@ RHYTHM_CLASSES: dict[str, RhythmClass] = {
     "NSR": RhythmClass("NSR", "Normal sinus rhythm", (66.0, 82.0), 0.025),
     "ST": RhythmClass("ST", "Sinus tachycardia", (128.0, 150.0), 0.015),
     "AF": RhythmClass("AF", "Atrial fibrillation", (90.0, 115.0), 0.22, p_waves=False),
+    # Atrial flutter with 2:1 block: atria at 260-300/min, so the ventricles beat as fast and as regularly as in
+    # sinus tachycardia; only the sawtooth baseline (no P waves) tells them apart, the classic pitfall. Not in the
+    # default set: the demo adds it to give its models a class that takes a close look.
+    "AFL": RhythmClass("AFL", "Atrial flutter", (130.0, 150.0), 0.008, p_waves=False, flutter=True),
 }
 DEFAULT_CLASSES: tuple[str, ...] = ("SB", "NSR", "ST", "AF")
 
@@ -98,7 +104,9 @@ def simulate_ecg(
     signal = np.zeros((12, t.size))
     for name, shape in waves.items():
         signal += amplitudes[name][:, None] * shape[None, :]
-    if not rhythm.p_waves:
+    if rhythm.flutter:
+        signal += _flutter_waves(t, beats, rng)
+    elif not rhythm.p_waves:
         signal += _fibrillatory_waves(t, rng)
     signal *= rng.uniform(0.75, 1.25)
     if noise:
@@ -113,7 +121,10 @@ def _beat_times(rhythm: RhythmClass, heart_rate: float, duration: float, rng: np
     """R-peak times covering [-1.5 s, duration + 1.5 s], so waves near the edges are whole."""
     mean_rr = 60.0 / heart_rate
     count = math.ceil((duration + 3.0) / (mean_rr * 0.6)) + 2
-    if rhythm.p_waves:
+    if rhythm.flutter:
+        # Fixed 2:1 conduction: the ventricles follow the (very regular) flutter circuit.
+        rr = mean_rr * (1.0 + rhythm.rr_jitter * rng.standard_normal(count))
+    elif rhythm.p_waves:
         # Sinus: small beat-to-beat jitter plus a slow respiratory modulation.
         phase, resp = rng.uniform(0, 2 * math.pi), rng.uniform(0.2, 0.33)
         k = np.arange(count)
@@ -223,6 +234,24 @@ def _fibrillatory_waves(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     f *= rng.uniform(0.03, 0.07) / 1.5
     weights = np.array([0.4, 0.9, 0.8, 0.6, 0.3, 0.85, 1.0, 0.7, 0.5, 0.4, 0.3, 0.3])
     return weights[:, None] * f[None, :]
+
+
+def _flutter_waves(t: np.ndarray, beats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Typical (counter-clockwise) flutter waves: a sawtooth of slow descents and quick returns in the inferior leads.
+
+    Two flutter cycles per RR interval (2:1 block), each starting at a fixed delay before its beat, so the waves
+    march through the QRS and T waves at exactly twice the ventricular rate. The flutter vector points up the
+    frontal plane (negative sawtooth in II, III, aVF; about nothing in I; the opposite polarity in aVR, aVL and V1).
+    """
+    starts = np.sort(np.concatenate((beats, (beats[:-1] + beats[1:]) / 2))) - rng.uniform(0.06, 0.1)
+    index = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, starts.size - 2)
+    phase = (t - starts[index]) / (starts[index + 1] - starts[index])
+    descent = rng.uniform(0.65, 0.8)  # fraction of the cycle spent on the slow downslope
+    saw = np.where(phase < descent, 1.0 - 2.0 * phase / descent, -1.0 + 2.0 * (phase - descent) / (1.0 - descent))
+    saw *= rng.uniform(0.12, 0.2)  # half the peak-to-peak amplitude in lead II, mV (0.24-0.4 mV F waves)
+    precordial = np.array([-0.8, -0.4, 0.1, 0.1, 0.1, 0.1])
+    weights = _limb_and_precordial(rng.uniform(-0.1, 0.1), 1.0, precordial)
+    return weights[:, None] * saw[None, :]
 
 
 def _baseline_wander(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -3,8 +3,10 @@
 The classes differ in what a picture shows at a glance (beat spacing, regularity, P waves), so a tiny
 vision-language model trained for minutes can learn them: sinus bradycardia (40-48 bpm), normal
 sinus rhythm (66-82), sinus tachycardia (128-150) and atrial fibrillation (90-115 bpm mean,
-irregular RR, no P waves). Records vary within a class (rate, axes, amplitudes, baseline wander,
-noise; see :mod:`evl_kd_trainer.ecg.simulate`).
+irregular RR, no P waves). A fifth class, atrial flutter with 2:1 block (130-150 bpm, regular), takes a
+closer look: it beats like sinus tachycardia and differs only by the sawtooth baseline that replaces the P
+waves. Records vary within a class (rate, axes, amplitudes, baseline wander, noise; see
+:mod:`evl_kd_trainer.ecg.simulate`).
 
 Output, under ``out_dir``::
 
@@ -67,7 +69,7 @@ def make_synthetic_dataset(
 
     Args:
         n_train, n_test: number of pictures per split (classes balanced, order shuffled).
-        classes: rhythm codes among ``SB``, ``NSR``, ``ST``, ``AF`` (default: all four).
+        classes: rhythm codes among ``SB``, ``NSR``, ``ST``, ``AF``, ``AFL`` (default: the first four).
         layout: ``3x4``, ``6x2``, ``12x1`` or ``1x1`` (lead II alone: the one to use at ~112 px).
         image_size: ``(width, height)`` in pixels (stretched to fill), else the page at ``dpi``.
         augment_prob: chance that a training picture is augmented (rotation, noise, tint, no grid).
@@ -169,6 +171,36 @@ def make_synthetic_dataset(
     return paths
 
 
+def write_train_subset(out_dir: str | os.PathLike, n_images: int, name: str = "train_subset.json") -> str:
+    """Write the training records of a smaller labelled budget: the first ``n_images / k`` pictures of each of the
+    ``k`` classes of a dataset written by :func:`make_synthetic_dataset` in ``out_dir``; returns the file's path.
+
+    The demo trains its teacher on the whole training split and its student on such a subset (as a large teacher
+    model is trained on more data than the student distilled from it). Both questions of a picture stay together.
+    """
+    manifest = _read_json(os.path.join(out_dir, "manifest.json"))
+    codes = [entry["code"] for entry in manifest["classes"]]
+    labels = manifest["labels"]["train"]
+    if n_images < len(codes) or n_images % len(codes):
+        raise ValueError(f"n_images must be a positive multiple of the {len(codes)} classes, got {n_images}.")
+    per_class = n_images // len(codes)
+    available = Counter(labels.values())
+    short = {code: available[code] for code in codes if available[code] < per_class}
+    if short:
+        raise ValueError(f"The training split has fewer than {per_class} pictures of {short} in {out_dir}.")
+    kept: set[str] = set()
+    taken: Counter[str] = Counter()
+    for image_id in sorted(labels):  # ids are zero-padded: sorted = generation order
+        if taken[labels[image_id]] < per_class:
+            kept.add(image_id)
+            taken[labels[image_id]] += 1
+    records = _read_json(os.path.join(out_dir, manifest["splits"]["train"]))
+    subset = [record for record in records if os.path.splitext(os.path.basename(record["image"]))[0] in kept]
+    path = os.path.join(out_dir, name)
+    _write_json(path, subset)
+    return path
+
+
 def _records_for(
     split: str,
     image_id: str,
@@ -191,6 +223,11 @@ def _records_for(
             question, letter = multiple_choice(RHYTHM_MCQ_QUESTION, names, answer, rng if shuffle_options else None)
             out.append(make_record(f"{image_id}-mcq", image, question, letter))
     return out
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def _write_json(path: str, data: Any) -> None:
