@@ -11,7 +11,9 @@ It drives the real example scripts with the small recipes in `recipes/demo/` (no
   2. `examples/sft.py`: SFT of the teacher on all the training strips, then of the student on its subset
      (stage 1 of the paper; as PULSE-7B next to a 2B student, the teacher is larger and saw more data);
   3. `examples/distill.py`: EVL-ECG distillation teacher -> SFT student (stage 2), and the same number of
-     steps of plain cross-entropy (`--kd_method sft`) as the fair control;
+     steps of plain cross-entropy (`--kd_method sft`) as the fair control; then the EVL-ECG run once more from a
+     teacher-feature cache (`evl-kd cache-teacher` runs the teacher once; the distillation never loads it and
+     repeats the live run's losses);
   4. `examples/evaluate.py`: the teacher and the students on the held-out split;
   5. `demo_output/report.md`: the results table, per-term loss curves, the Sinkhorn transport plan of one
      sample (paper Figure 2) and the feature spectra (paper Figure 3).
@@ -79,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     from evl_kd_trainer.demo import figures
     from evl_kd_trainer.demo.models import write_demo_models
     from evl_kd_trainer.demo.report import comparison_table, write_report
-    from evl_kd_trainer.demo.summary import update_readme, write_summary
+    from evl_kd_trainer.demo.summary import compare_runs_losses, update_readme, write_summary
     from evl_kd_trainer.ecg import make_synthetic_dataset, write_train_subset
-    from evl_kd_trainer.scripts import distill, evaluate, sft
+    from evl_kd_trainer.scripts import cache_teacher, distill, evaluate, sft
 
     out = Path(args.output_dir)
     data, models = out / "data", out / "models"
@@ -120,6 +122,24 @@ def main(argv: list[str] | None = None) -> int:
     with stage("3b. control: the same steps with cross-entropy only", timings):
         run_script(
             distill.main, "distill.yaml", kd_method="sft", output_dir=runs["student-sft-continued"], **distill_paths
+        )
+    runs["student-evl-cached"] = out / "student-evl-cached"
+    with stage("3c. the same EVL-ECG run from a teacher-feature cache", timings):
+        # The teacher runs once over the student's samples (`evl-kd cache-teacher`); the distillation then reads its
+        # features and never loads it. fp32 storage of this fp32 teacher is exact: the run must repeat 3a's losses.
+        cache_dir = out / "teacher-cache"
+        run_script(cache_teacher.main, "distill.yaml", output=cache_dir, compression="fp32", **distill_paths)
+        run_script(
+            distill.main,
+            "distill.yaml",
+            teacher_cache_dir=cache_dir,
+            output_dir=runs["student-evl-cached"],
+            **distill_paths,
+        )
+        cache_check = compare_runs_losses(runs["student-evl"], runs["student-evl-cached"], cache_dir)
+        print(
+            f"cached run vs live run: largest loss difference {cache_check['max_abs_loss_diff']:.2e} over "
+            f"{cache_check['steps']} logged steps; cache {cache_check['bytes_per_sample']:,} bytes per sample"
         )
     for method in args.compare_methods:
         runs[f"student-{method}"] = out / f"student-{method}"
@@ -203,7 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     total = time.perf_counter() - start
     summary = write_summary(
-        out, timings, total, peak_memory_gib(), names, n_questions=DATA["n_test"], chance=100 / len(CLASSES)
+        out,
+        timings,
+        total,
+        peak_memory_gib(),
+        names,
+        n_questions=DATA["n_test"],
+        chance=100 / len(CLASSES),
+        teacher_cache=cache_check,
     )
     if args.update_readme and not update_readme(ROOT / "README.md", summary):
         print("README.md has no demo-results block to update", file=sys.stderr)

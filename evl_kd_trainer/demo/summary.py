@@ -26,6 +26,7 @@ def write_summary(
     names: dict[str, str],
     n_questions: int,
     chance: float,
+    teacher_cache: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``summary.json`` from the timings and ``eval/results.json`` of a finished demo run."""
     results = json.loads((out / "eval" / "results.json").read_text())["models"]
@@ -44,6 +45,8 @@ def write_summary(
         "chance": chance,
         "machine": f"{platform.machine()}, {_cpu_count()} CPU cores, Python {platform.python_version()}",
     }
+    if teacher_cache is not None:
+        summary["teacher_cache"] = teacher_cache
     path = out / SUMMARY_NAME
     path.write_text(json.dumps(summary, indent=2) + "\n")
     return path
@@ -69,8 +72,19 @@ def readme_block(summary: dict[str, Any]) -> str:
         f"**{minutes:.1f} min**, peak memory {summary['peak_memory_gib']:.2f} GiB. Held-out accuracy "
         f"({summary['n_questions']} questions, chance {summary['chance']:.0f}): teacher {score('teacher')}, "
         f"SFT student {score('sft')}, EVL-ECG student {score('evl')}, SFT control with the same extra steps "
-        f"{score('sft_continued')}. Other machines' floating point can move these by a few points; "
+        f"{score('sft_continued')}.{_cache_sentence(summary)} Other machines' floating point can move these by a few points; "
         "`demo_output/summary.json` holds a run's own figures, `demo_output/report.md` its full report.\n"
+    )
+
+
+def _cache_sentence(summary: dict[str, Any]) -> str:
+    cache = summary.get("teacher_cache")
+    if not cache:
+        return ""
+    return (
+        f" The EVL-ECG run repeated from a teacher-feature cache (teacher run once, {cache['bytes_per_sample']:,} "
+        f"bytes per sample) gave the live run's losses to {cache['max_abs_loss_diff']:.0e} over "
+        f"{cache['steps']} logged steps."
     )
 
 
@@ -82,3 +96,24 @@ def update_readme(readme: Path, summary_path: Path) -> bool:
         return False
     readme.write_text(README_BLOCK.sub(lambda m: m.group(1) + readme_block(summary) + m.group(3), text, count=1))
     return True
+
+
+def compare_runs_losses(live_run: Path, cached_run: Path, cache_dir: Path) -> dict[str, float | int]:
+    """How closely a run from a teacher cache repeated the live-teacher run: the largest difference of any logged
+    loss term over the logged steps, and the cache's size per sample (from its manifest)."""
+
+    def logged(run: Path) -> list[dict]:
+        history = json.loads((Path(run) / "trainer_state.json").read_text())["log_history"]
+        return [entry for entry in history if "ce_loss" in entry]
+
+    live, cached = logged(live_run), logged(cached_run)
+    if len(live) != len(cached) or not live:
+        raise ValueError(f"{cached_run}: {len(cached)} logged steps, {live_run}: {len(live)}; the runs differ.")
+    terms = [key for key in live[0] if key.endswith("loss")]
+    diff = max(abs(a[key] - b[key]) for a, b in zip(live, cached, strict=True) for key in terms)
+    size = json.loads((Path(cache_dir) / "manifest.json").read_text()).get("size", {})
+    return {
+        "max_abs_loss_diff": float(diff),
+        "steps": len(live),
+        "bytes_per_sample": int(size.get("bytes_per_sample", 0)),
+    }
