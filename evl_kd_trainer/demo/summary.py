@@ -109,8 +109,13 @@ def compare_runs_losses(live_run: Path, cached_run: Path, cache_dir: Path) -> di
     live, cached = logged(live_run), logged(cached_run)
     if len(live) != len(cached) or not live:
         raise ValueError(f"{cached_run}: {len(cached)} logged steps, {live_run}: {len(live)}; the runs differ.")
-    terms = [key for key in live[0] if key.endswith("loss")]
-    diff = max(abs(a[key] - b[key]) for a, b in zip(live, cached, strict=True) for key in terms)
+    # Every loss either run logged at a step (the last entry, the run's summary, carries train_loss, not loss).
+    diff = max(
+        abs(a[key] - b[key])
+        for a, b in zip(live, cached, strict=True)
+        for key in a
+        if key.endswith("loss") and key in b
+    )
     size = json.loads((Path(cache_dir) / "manifest.json").read_text()).get("size", {})
     return {
         "max_abs_loss_diff": float(diff),
