@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evl_kd_trainer.demo.summary import README_BLOCK, readme_block, update_readme, write_summary
+import pytest
+
+from evl_kd_trainer.demo.summary import README_BLOCK, compare_runs_losses, readme_block, update_readme, write_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "benchmarks" / "results" / "demo_summary.json"
@@ -38,3 +40,24 @@ def test_readme_quotes_the_committed_demo_run():
     match = README_BLOCK.search((ROOT / "README.md").read_text())
     assert match is not None
     assert match.group(2) == readme_block(json.loads(COMMITTED.read_text()))
+
+
+def _run(path: Path, losses: list[float], final: float) -> Path:
+    history = [{"step": i + 1, "loss": v, "ce_loss": v / 2, "ot_loss": v / 4} for i, v in enumerate(losses)]
+    history.append({"step": len(losses), "ce_loss": final, "train_loss": final})  # the run's summary entry
+    path.mkdir(parents=True)
+    (path / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    return path
+
+
+def test_cached_run_check_reads_every_logged_loss(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "manifest.json").write_text(json.dumps({"size": {"bytes_per_sample": 1234}}))
+    live = _run(tmp_path / "live", [1.0, 0.5], 0.4)
+    same = _run(tmp_path / "same", [1.0, 0.5], 0.4)
+    off = _run(tmp_path / "off", [1.0, 0.5 + 1e-3], 0.4)
+    assert compare_runs_losses(live, same, cache) == {"max_abs_loss_diff": 0.0, "steps": 2, "bytes_per_sample": 1234}
+    assert compare_runs_losses(live, off, cache)["max_abs_loss_diff"] == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="logged steps"):
+        compare_runs_losses(live, _run(tmp_path / "short", [1.0], 0.4), cache)

@@ -119,6 +119,6 @@ def compare_runs_losses(live_run: Path, cached_run: Path, cache_dir: Path) -> di
     size = json.loads((Path(cache_dir) / "manifest.json").read_text()).get("size", {})
     return {
         "max_abs_loss_diff": float(diff),
-        "steps": len(live),
+        "steps": sum("loss" in entry for entry in live),  # the logged steps, not the summary entry
         "bytes_per_sample": int(size.get("bytes_per_sample", 0)),
     }
