@@ -81,10 +81,11 @@ def _cache_sentence(summary: dict[str, Any]) -> str:
     cache = summary.get("teacher_cache")
     if not cache:
         return ""
+    diff = cache["max_abs_loss_diff"]
+    agreement = "exactly the live run's losses" if diff == 0 else f"the live run's losses to {diff:.0e}"
     return (
         f" The EVL-ECG run repeated from a teacher-feature cache (teacher run once, {cache['bytes_per_sample']:,} "
-        f"bytes per sample) gave the live run's losses to {cache['max_abs_loss_diff']:.0e} over "
-        f"{cache['steps']} logged steps."
+        f"bytes per sample) gave {agreement} over its {cache['steps']} logged steps."
     )
 
 
