@@ -26,7 +26,7 @@ from evl_kd_trainer.methods.features import (  # noqa: F401  (re-exported: the o
     response_logits,
 )
 from evl_kd_trainer.methods.registry import METHOD_REGISTRY, get_method, register_method  # noqa: F401
-from evl_kd_trainer.methods.request import FeatureRequest
+from evl_kd_trainer.methods.request import POSITIONS_NEXT_TOKEN, FeatureRequest
 
 
 class DistillationMethod(nn.Module):
@@ -115,3 +115,17 @@ class DistillationMethod(nn.Module):
     def is_active(self) -> bool:
         """:meth:`active_for` of this method's own ``args``."""
         return self.active_for(self.args)
+
+
+class AnswerLogitMethod(DistillationMethod):
+    """A method comparing both models' next-token distributions over the answer (ULD, MultiLevelOT, DSKD): it reads
+    the logits at the positions predicting an answer token only, from the final layer."""
+
+    @classmethod
+    def request(cls, args: Any) -> FeatureRequest:
+        """Both models' logits at the positions predicting an answer token (final layer)."""
+        return FeatureRequest(student_logits=True, teacher_logits=True, teacher_positions=POSITIONS_NEXT_TOKEN)
+
+    def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
+        """The positions predicting an answer token: the only logits the method reads."""
+        return next_token_positions(getattr(features, f"{side}_response_mask"))

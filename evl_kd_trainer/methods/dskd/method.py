@@ -10,9 +10,9 @@ from torch import nn
 
 from evl_kd_trainer.losses.alignment import gather_response_positions
 from evl_kd_trainer.losses.dskd import dskd_cma_terms
-from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest, ModelDims
+from evl_kd_trainer.methods.base import AnswerLogitMethod, DistillFeatures, FeatureRequest, ModelDims
 from evl_kd_trainer.methods.dskd.config import DSKDConfig
-from evl_kd_trainer.methods.features import next_token_positions, next_token_response_mask, response_logits
+from evl_kd_trainer.methods.features import next_token_response_mask, response_logits
 from evl_kd_trainer.methods.registry import register_method
 from evl_kd_trainer.methods.request import POSITIONS_NEXT_TOKEN
 
@@ -35,7 +35,7 @@ def _pack_ids(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("dskd")
-class DSKDMethod(DistillationMethod):
+class DSKDMethod(AnswerLogitMethod):
     """Dual-Space KD with Cross-Model Attention; equations in :mod:`evl_kd_trainer.losses.dskd`.
 
     Owns the three projectors of the authors' ``projector_config.json`` (all ``nn.Linear``, no
@@ -81,10 +81,6 @@ class DSKDMethod(DistillationMethod):
     def parameter_groups(self) -> list[tuple[list[nn.Parameter], float]]:
         """The projectors at ``dskd_projector_lr`` (the authors' 1e-3), not the shared aligner rate."""
         return [(list(self.parameters()), self.args.dskd_projector_lr)]
-
-    def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
-        """The positions predicting an answer token: the only logits DSKD reads."""
-        return next_token_positions(getattr(features, f"{side}_response_mask"))
 
     @staticmethod
     def _run(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:

@@ -8,15 +8,14 @@ import torch
 
 from evl_kd_trainer.losses.alignment import align_response_spans
 from evl_kd_trainer.losses.multilevel_ot import mlot_sequence_loss, mlot_token_loss
-from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest
-from evl_kd_trainer.methods.features import next_token_positions, response_logits
+from evl_kd_trainer.methods.base import AnswerLogitMethod, DistillFeatures
+from evl_kd_trainer.methods.features import response_logits
 from evl_kd_trainer.methods.multilevel_ot.config import MultiLevelOTConfig
 from evl_kd_trainer.methods.registry import register_method
-from evl_kd_trainer.methods.request import POSITIONS_NEXT_TOKEN
 
 
 @register_method("multilevel_ot")
-class MultiLevelOTMethod(DistillationMethod):
+class MultiLevelOTMethod(AnswerLogitMethod):
     """Multi-Level Optimal Transport (see :mod:`evl_kd_trainer.losses.multilevel_ot` for the equations).
 
     Token level on the index-aligned answer positions (ULD's alignment), sequence level between each
@@ -41,15 +40,6 @@ class MultiLevelOTMethod(DistillationMethod):
         self.seq_weight = float(args.mlot_seq_weight)
         self.reg = float(args.mlot_sinkhorn_reg)
         self.n_iters = int(args.mlot_sinkhorn_iters)
-
-    @classmethod
-    def request(cls, args: Any) -> FeatureRequest:
-        """Both models' logits at the positions predicting an answer token (final layer)."""
-        return FeatureRequest(student_logits=True, teacher_logits=True, teacher_positions=POSITIONS_NEXT_TOKEN)
-
-    def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
-        """The positions predicting an answer token: the only logits either level reads."""
-        return next_token_positions(getattr(features, f"{side}_response_mask"))
 
     def forward(self, features: DistillFeatures) -> dict[str, torch.Tensor]:
         if features.student_logits is None or features.teacher_logits is None:

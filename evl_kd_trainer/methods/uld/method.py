@@ -8,15 +8,14 @@ import torch
 
 from evl_kd_trainer.losses.alignment import align_response_spans
 from evl_kd_trainer.losses.uld import uld_loss
-from evl_kd_trainer.methods.base import DistillationMethod, DistillFeatures, FeatureRequest
-from evl_kd_trainer.methods.features import next_token_positions, response_logits
+from evl_kd_trainer.methods.base import AnswerLogitMethod, DistillFeatures
+from evl_kd_trainer.methods.features import response_logits
 from evl_kd_trainer.methods.registry import register_method
-from evl_kd_trainer.methods.request import POSITIONS_NEXT_TOKEN
 from evl_kd_trainer.methods.uld.config import ULDConfig
 
 
 @register_method("uld")
-class ULDMethod(DistillationMethod):
+class ULDMethod(AnswerLogitMethod):
     """Universal Logit Distillation.
 
     Positions: logits at ``i`` predict token ``i + 1``, so the answer's next-token distributions are
@@ -36,15 +35,6 @@ class ULDMethod(DistillationMethod):
     def __init__(self, args: Any, student_dims, teacher_dims) -> None:
         super().__init__(args, student_dims, teacher_dims)
         self.uld_lambda = float(args.uld_lambda)
-
-    @classmethod
-    def request(cls, args: Any) -> FeatureRequest:
-        """Both models' logits at the positions predicting an answer token (final layer)."""
-        return FeatureRequest(student_logits=True, teacher_logits=True, teacher_positions=POSITIONS_NEXT_TOKEN)
-
-    def logit_positions(self, features: DistillFeatures, side: str) -> torch.Tensor:
-        """The positions predicting an answer token: the only logits ULD reads."""
-        return next_token_positions(getattr(features, f"{side}_response_mask"))
 
     def forward(self, features: DistillFeatures) -> dict[str, torch.Tensor]:
         if features.student_logits is None or features.teacher_logits is None:
