@@ -184,7 +184,8 @@ def test_the_example_launcher_is_the_same_command(workspace, monkeypatch, capsys
         compare_run(["--recipe", str(RECIPE), "--methods", "sft", "evl"])
 
 
-def test_missing_recipes_and_paths_are_named(workspace, tmp_path):
+def test_missing_recipes_and_paths_are_named(workspace, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the demo recipes' relative `demo_output/...` paths: absent here even after `make demo`
     with pytest.raises(FileNotFoundError, match="`recipe`: no such file"):
         compare_run(["--recipe", str(tmp_path / "none.yaml"), "--methods", "sft", "evl"])
     lone = tmp_path / "distill.yaml"
