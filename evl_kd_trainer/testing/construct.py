@@ -49,3 +49,15 @@ def construct_model(model_cls: type, config: Any, seed: int, dtype: torch.dtype 
     finally:
         torch.set_default_dtype(previous)
     return model.eval()
+
+
+def merge_config_overrides(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A tiny builder's config values: ``overrides`` over ``defaults``, with ``text_config`` / ``vision_config``
+    dicts merged key by key (overriding one width keeps the rest of the sub-config)."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if key in ("text_config", "vision_config") and isinstance(value, dict):
+            merged[key] = {**defaults.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged

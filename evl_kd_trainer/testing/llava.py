@@ -33,7 +33,7 @@ from evl_kd_trainer.models.llava_flat import (
     LlavaNextFlatForConditionalGeneration,
     LlavaNextFlatProcessor,
 )
-from evl_kd_trainer.testing.construct import construct_model
+from evl_kd_trainer.testing.construct import construct_model, merge_config_overrides
 from evl_kd_trainer.testing.tokenizers import LLAMA_IMAGE_TOKEN, build_tiny_llama_tokenizer
 
 # Crop size s and CLIP patch size: (s / patch)^2 = 16 patch tokens per crop (PULSE: 576).
@@ -48,16 +48,6 @@ def anyres_grid(crop_size: int) -> list[list[int]]:
     """PULSE-7B's anyres grid ([[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]) for crop ``crop_size``."""
     s = crop_size
     return [[s, 2 * s], [2 * s, s], [2 * s, 2 * s], [3 * s, s], [s, 3 * s]]
-
-
-def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(defaults)
-    for key, value in overrides.items():
-        if key in ("text_config", "vision_config") and isinstance(value, dict):
-            merged[key] = {**defaults.get(key, {}), **value}
-        else:
-            merged[key] = value
-    return merged
 
 
 def _tiny_llava_defaults(tokenizer: Any) -> dict[str, Any]:
@@ -111,7 +101,7 @@ def build_tiny_llava_next(
     tokenizer = build_tiny_llama_tokenizer(**(tokenizer_kwargs or {}))
     size = TINY_CLIP_IMAGE_SIZE
     defaults = {**_tiny_llava_defaults(tokenizer), "image_grid_pinpoints": anyres_grid(size)}
-    merged = _merge(defaults, overrides)
+    merged = merge_config_overrides(defaults, overrides)
     if flat:
         merged["mm_patch_merge_type"] = FLAT_MERGE_TYPE
     config = LlavaNextConfig(**merged)
@@ -146,7 +136,7 @@ def build_tiny_llava(
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """A tiny random LLaVA-1.5 (``LlavaForConditionalGeneration``): one 32x32 crop -> 16 visual tokens."""
     tokenizer = build_tiny_llama_tokenizer(**(tokenizer_kwargs or {}))
-    merged = _merge(_tiny_llava_defaults(tokenizer), overrides)
+    merged = merge_config_overrides(_tiny_llava_defaults(tokenizer), overrides)
     config = LlavaConfig(**merged)
     model = construct_model(LlavaForConditionalGeneration, config, seed, dtype)
     vision = config.vision_config

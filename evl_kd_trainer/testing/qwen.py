@@ -33,7 +33,7 @@ from evl_kd_trainer.models.families.qwen_vl import (
     Qwen2VLImageOnlyProcessor,
     Qwen3VLImageOnlyProcessor,
 )
-from evl_kd_trainer.testing.construct import construct_model
+from evl_kd_trainer.testing.construct import construct_model, merge_config_overrides
 from evl_kd_trainer.testing.tokenizers import build_tiny_qwen_tokenizer
 
 # One merged visual token covers (patch * merge)^2 pixels: 32x32 for Qwen3-VL, 28x28 for Qwen2-VL.
@@ -42,16 +42,6 @@ QWEN3_VL_MIN_PIXELS = 32 * 32 * 4
 QWEN3_VL_MAX_PIXELS = 32 * 32 * 16
 QWEN2_VL_MIN_PIXELS = 28 * 28 * 4
 QWEN2_VL_MAX_PIXELS = 28 * 28 * 16
-
-
-def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(defaults)
-    for key, value in overrides.items():
-        if key in ("text_config", "vision_config") and isinstance(value, dict):
-            merged[key] = {**defaults.get(key, {}), **value}
-        else:
-            merged[key] = value
-    return merged
 
 
 def _qwen_token_ids(tokenizer: Any) -> dict[str, int]:
@@ -106,7 +96,7 @@ def tiny_qwen3_vl_config(vocab_size: int, token_ids: dict[str, int], **overrides
         },
         **token_ids,
     }
-    merged = _merge(defaults, overrides)
+    merged = merge_config_overrides(defaults, overrides)
     # Keep the merger's output width equal to the LM width when only the text width was overridden.
     if "out_hidden_size" not in overrides.get("vision_config", {}):
         merged["vision_config"]["out_hidden_size"] = merged["text_config"]["hidden_size"]
@@ -203,7 +193,7 @@ def tiny_qwen2_vl_config(vocab_size: int, token_ids: dict[str, int], **overrides
         },
         **token_ids,
     }
-    merged = _merge(defaults, overrides)
+    merged = merge_config_overrides(defaults, overrides)
     if "hidden_size" not in overrides.get("vision_config", {}):
         merged["vision_config"]["hidden_size"] = merged["text_config"]["hidden_size"]
     return Qwen2VLConfig(**merged)
@@ -253,7 +243,7 @@ def tiny_qwen2_5_vl_config(vocab_size: int, token_ids: dict[str, int], **overrid
         },
         **token_ids,
     }
-    merged = _merge(defaults, overrides)
+    merged = merge_config_overrides(defaults, overrides)
     if "out_hidden_size" not in overrides.get("vision_config", {}):
         merged["vision_config"]["out_hidden_size"] = merged["text_config"]["hidden_size"]
     return Qwen2_5_VLConfig(**merged)

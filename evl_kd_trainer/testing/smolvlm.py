@@ -23,7 +23,7 @@ import torch
 from transformers import GPT2Tokenizer, SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil
 
 from evl_kd_trainer.models.families.smolvlm import SMOLVLM_CHAT_TEMPLATE, SmolVLMImageOnlyProcessor, tokens_per_crop
-from evl_kd_trainer.testing.construct import construct_model
+from evl_kd_trainer.testing.construct import construct_model, merge_config_overrides
 from evl_kd_trainer.testing.tokenizers import byte_level_bpe_vocab
 
 SMOLVLM_IMAGE_TOKEN = "<image>"
@@ -63,16 +63,6 @@ def build_tiny_smolvlm_tokenizer(vocab_size: int = 512, extra_corpus: tuple[str,
     return tokenizer
 
 
-def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(defaults)
-    for key, value in overrides.items():
-        if key in ("text_config", "vision_config") and isinstance(value, dict):
-            merged[key] = {**defaults.get(key, {}), **value}
-        else:
-            merged[key] = value
-    return merged
-
-
 def tiny_smolvlm_config(tokenizer: Any, **overrides: Any) -> SmolVLMConfig:
     """The tiny ``SmolVLMConfig``: Llama text 64 wide, 2 layers, 4 heads (2 KV); vision 32 wide, 2 layers, 32-px input
     in 4-px patches; pixel shuffle by 2."""
@@ -102,7 +92,7 @@ def tiny_smolvlm_config(tokenizer: Any, **overrides: Any) -> SmolVLMConfig:
         "image_token_id": tokenizer.convert_tokens_to_ids(SMOLVLM_IMAGE_TOKEN),
         "pad_token_id": tokenizer.pad_token_id,
     }
-    return SmolVLMConfig(**_merge(defaults, overrides))
+    return SmolVLMConfig(**merge_config_overrides(defaults, overrides))
 
 
 def build_tiny_smolvlm(
